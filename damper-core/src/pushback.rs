@@ -92,9 +92,13 @@ pub fn parse_http_date(v: &[u8]) -> Option<SystemTime> {
     if v.len() != 29 {
         return None;
     }
+    // Only ASCII is valid, and it keeps every slice below on a character boundary.
+    if !v.is_ascii() {
+        return None;
+    }
     let s = std::str::from_utf8(v).ok()?;
     let b = s.as_bytes();
-    if &b[3..5] != b", " || b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || &s[25..] != " GMT" {
+    if &b[3..5] != b", " || b[7] != b' ' || b[11] != b' ' || b[16] != b' ' || &b[25..] != b" GMT" {
         return None;
     }
     const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -168,6 +172,8 @@ mod tests {
             (b"Sun, 06 Xyz 1994 08:49:37 GMT", None),
             (b"Sunday, 06-Nov-94 08:49:37 GMT", None),
             (b"Sun, 06 Nov 1994 08:49:37 UTC", None),
+            // Found by fuzzing: 29 bytes with a multi-byte character across a slice boundary.
+            (b"Wed, 83 Oct 2015 \r7\t\t\t[:\xce\xbe:0s", None),
         ];
         for (input, want) in cases {
             assert_eq!(
