@@ -1,0 +1,289 @@
+//! Limit algorithms: pure state machines that turn completed requests into a concurrency limit.
+//!
+//! A [`Limit`] is fed one [`Sample`] per measured request (its round-trip time, how many requests
+//! were in flight when it started, and whether it was dropped) together with `now`, and answers
+//! with the new limit. It reads no clock and needs no runtime, so every algorithm is unit-tested
+//! against a fake clock and synthetic latencies.
+//!
+//! | algorithm | signal | steady state |
+//! |---|---|---|
+//! | [`Aimd`] | drops and a latency threshold | saw-tooth just below the point where drops start |
+//! | [`Gradient2`] | short-term vs long-term RTT | queueing up to `tolerance` × the long-term RTT |
+//! | [`Vegas`] | estimated queue `L·(1 − rtt_noload/rtt)` | `alpha..beta` requests queued |
+//! | [`Fixed`] | none | the configured limit |
+//!
+//! # Damping shared by all algorithms
+//!
+//! Every algorithm clamps its limit to `[min_limit, max_limit]`, smooths each step
+//! (`L' = (1 − smoothing)·L + smoothing·target`) and cuts the limit **at most once per RTT**: a
+//! decrease is applied only if the sample's request started after the previous cut
+//! (`now − rtt ≥ last_cut`), because requests that were already in flight during the cut cannot
+//! show its effect yet. Without that rule a burst of slow completions caused by one overload
+//! episode would multiply the cut once per completion and collapse the limit.
+//!
+//! # App-limited growth
+//!
+//! A limit that is not used says nothing about capacity. AIMD, Gradient2 and Vegas only grow while
+//! the limit is in use (`in_flight ≥ limit / 2` when the request started); otherwise an idle
+//! period would let the limit drift to `max_limit` and a burst afterwards would flood the
+//! service.
+
+use std::fmt;
+use std::time::Duration;
+use tokio::time::Instant;
+
+mod aimd;
+mod fixed;
+mod gradient2;
+mod vegas;
+
+pub use aimd::{Aimd, AimdBuilder};
+pub use fixed::Fixed;
+pub use gradient2::{Gradient2, Gradient2Builder};
+pub use vegas::{Vegas, VegasBuilder};
+
+use crate::error::ConfigError;
+
+/// One measured request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sample {
+    /// Time from admission to completion (queueing in the limiter's own queue excluded).
+    pub rtt: Duration,
+    /// Requests in flight when this one was admitted, itself included.
+    pub in_flight: usize,
+    /// Whether the request was dropped: it timed out or the service answered "overloaded".
+    pub dropped: bool,
+}
+
+/// A concurrency-limit algorithm.
+///
+/// Implementations are plain state machines: they are given `now` and never read a clock.
+pub trait Limit: Send + fmt::Debug {
+    /// The current limit (at least 1).
+    fn limit(&self) -> usize;
+
+    /// Feeds one sample observed at `now`; returns the new limit.
+    fn update(&mut self, sample: Sample, now: Instant) -> usize;
+
+    /// The algorithm's current estimate of the no-load round-trip time, if it keeps one.
+    fn min_rtt(&self) -> Option<Duration> {
+        None
+    }
+}
+
+impl<L: Limit + ?Sized> Limit for Box<L> {
+    fn limit(&self) -> usize {
+        (**self).limit()
+    }
+    fn update(&mut self, sample: Sample, now: Instant) -> usize {
+        (**self).update(sample, now)
+    }
+    fn min_rtt(&self) -> Option<Duration> {
+        (**self).min_rtt()
+    }
+}
+
+fn _obj_safe(_: Box<dyn Limit>) {}
+
+/// Bounds and damping shared by every algorithm's builder.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Bounds {
+    pub(crate) initial: usize,
+    pub(crate) min: usize,
+    pub(crate) max: usize,
+    pub(crate) smoothing: f64,
+}
+
+impl Bounds {
+    pub(crate) fn validate(&self) -> Result<(), ConfigError> {
+        if self.min == 0 {
+            return Err(ConfigError::new("min_limit", "must be at least 1"));
+        }
+        if self.max < self.min {
+            return Err(ConfigError::new("max_limit", "must be at least min_limit"));
+        }
+        if self.max > u32::MAX as usize {
+            return Err(ConfigError::new("max_limit", "must fit in 32 bits"));
+        }
+        if self.initial < self.min || self.initial > self.max {
+            return Err(ConfigError::new(
+                "initial_limit",
+                "must be within [min_limit, max_limit]",
+            ));
+        }
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            return Err(ConfigError::new("smoothing", "must be in (0, 1]"));
+        }
+        Ok(())
+    }
+}
+
+/// Generates the shared builder knobs (`initial_limit`, `min_limit`, `max_limit`, `smoothing`).
+macro_rules! bounds_knobs {
+    () => {
+        /// The limit to start from.
+        pub fn initial_limit(mut self, limit: usize) -> Self {
+            self.bounds.initial = limit;
+            self
+        }
+
+        /// The limit never goes below this (at least 1).
+        pub fn min_limit(mut self, limit: usize) -> Self {
+            self.bounds.min = limit;
+            self
+        }
+
+        /// The limit never goes above this.
+        pub fn max_limit(mut self, limit: usize) -> Self {
+            self.bounds.max = limit;
+            self
+        }
+
+        /// How much of each step is taken, in `(0, 1]`: `L' = (1 − s)·L + s·target`.
+        pub fn smoothing(mut self, smoothing: f64) -> Self {
+            self.bounds.smoothing = smoothing;
+            self
+        }
+    };
+}
+pub(crate) use bounds_knobs;
+
+/// The damped limit value: clamping, smoothing and one cut per RTT.
+#[derive(Debug, Clone)]
+pub(crate) struct Shaper {
+    value: f64,
+    min: f64,
+    max: f64,
+    smoothing: f64,
+    last_cut: Option<Instant>,
+}
+
+impl Shaper {
+    pub(crate) fn new(b: Bounds) -> Self {
+        Self {
+            value: b.initial as f64,
+            min: b.min as f64,
+            max: b.max as f64,
+            smoothing: b.smoothing,
+            last_cut: None,
+        }
+    }
+
+    /// The limit as a float (for the algorithms' arithmetic).
+    pub(crate) fn value(&self) -> f64 {
+        self.value
+    }
+
+    /// Sets the limit outright (clamped), bypassing smoothing: for deliberate pins such as a
+    /// probe. Returns the integer limit.
+    pub(crate) fn set(&mut self, value: f64) -> usize {
+        if value.is_finite() {
+            self.value = value.clamp(self.min, self.max);
+        }
+        self.get()
+    }
+
+    /// The limit as an integer.
+    pub(crate) fn get(&self) -> usize {
+        // `value` is always within [min, max], both integers ≥ 1.
+        self.value.floor() as usize
+    }
+
+    /// Moves the limit toward `target`, smoothed. An increase is spread over the ~`L` samples
+    /// of one RTT (each sample takes `1/L` of it); a decrease is applied whole, but only if no
+    /// cut happened within the last `rtt`. Returns the integer limit.
+    pub(crate) fn step(&mut self, target: f64, rtt: Duration, now: Instant) -> usize {
+        let target = if target.is_finite() {
+            target
+        } else {
+            self.value
+        };
+        let mut next = (1.0 - self.smoothing) * self.value + self.smoothing * target;
+        if next > self.value {
+            // About `L` samples complete per RTT: each takes 1/L of the step, so the limit grows
+            // by one step per RTT whatever the request rate.
+            next = self.value + (next - self.value) / self.value.max(1.0);
+        }
+        let next = next.clamp(self.min, self.max);
+        if next < self.value {
+            if let Some(cut) = self.last_cut {
+                if now.saturating_duration_since(cut) < rtt {
+                    return self.get();
+                }
+            }
+            self.last_cut = Some(now);
+        }
+        self.value = next;
+        self.get()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod sim;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bounds() -> Bounds {
+        Bounds {
+            initial: 10,
+            min: 2,
+            max: 50,
+            smoothing: 1.0,
+        }
+    }
+
+    #[test]
+    fn shaper_cuts_once_per_rtt() {
+        let t0 = Instant::now();
+        let rtt = Duration::from_millis(100);
+        let mut s = Shaper::new(bounds());
+        assert_eq!(s.step(5.0, rtt, t0), 5);
+        // A second cut within the same RTT is ignored, growth is not.
+        assert_eq!(s.step(3.0, rtt, t0 + Duration::from_millis(50)), 5);
+        // Growth is spread over one RTT's worth of samples: 5 + (9 − 5) / 5.
+        assert_eq!(s.step(9.0, rtt, t0 + Duration::from_millis(60)), 5);
+        assert_eq!(s.step(15.0, rtt, t0 + Duration::from_millis(60)), 7);
+        // After an RTT the next cut applies.
+        assert_eq!(s.step(4.0, rtt, t0 + Duration::from_millis(100)), 4);
+    }
+
+    #[test]
+    fn shaper_clamps_and_smooths() {
+        let t0 = Instant::now();
+        let mut s = Shaper::new(Bounds {
+            smoothing: 0.5,
+            ..bounds()
+        });
+        // (10 + 1000) / 2 = 505, spread over 10 samples: 10 + 49.5.
+        assert_eq!(s.step(1000.0, Duration::ZERO, t0), 50);
+        assert_eq!(s.step(10.0, Duration::ZERO, t0), 30);
+        let mut s = Shaper::new(bounds());
+        assert_eq!(s.step(-5.0, Duration::ZERO, t0), 2);
+        assert_eq!(s.step(f64::NAN, Duration::ZERO, t0), 2);
+        assert_eq!(s.step(1e12, Duration::ZERO, t0), 50);
+    }
+
+    #[test]
+    fn bounds_are_validated_by_field() {
+        let bad = |b: Bounds| b.validate().unwrap_err().field();
+        assert_eq!(bad(Bounds { min: 0, ..bounds() }), "min_limit");
+        assert_eq!(bad(Bounds { max: 1, ..bounds() }), "max_limit");
+        assert_eq!(
+            bad(Bounds {
+                initial: 60,
+                ..bounds()
+            }),
+            "initial_limit"
+        );
+        assert_eq!(
+            bad(Bounds {
+                smoothing: 0.0,
+                ..bounds()
+            }),
+            "smoothing"
+        );
+        assert!(bounds().validate().is_ok());
+    }
+}
