@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the overhead bench.
+fn main() {}

@@ -1,0 +1,142 @@
+//! Response futures.
+
+use crate::policy::Attempt;
+use crate::service::Shared;
+use crate::timer::Timer;
+use damper_core::BoxError;
+use damper_core::error::{DeadlineExceeded, Elapsed};
+use pin_project_lite::pin_project;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use tokio::time::Instant;
+
+pin_project! {
+    /// The response future of [`AdaptiveTimeout`](crate::AdaptiveTimeout).
+    ///
+    /// Resolves to the inner response, to [`Elapsed`] if the attempt outlived its adaptive
+    /// timeout, or to [`DeadlineExceeded`] if the request's deadline passed first (or had
+    /// passed before the call).
+    ///
+    /// # Cancel safety
+    /// Dropping it drops the inner future; the policy learns nothing from a dropped attempt (its
+    /// latency is unknown).
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        state: State<F>,
+    }
+}
+
+pin_project! {
+    #[project = StateProj]
+    enum State<F> {
+        Running {
+            #[pin]
+            inner: F,
+            #[pin]
+            timer: Timer,
+            start: Instant,
+            attempt: Attempt,
+            shared: Arc<Shared>,
+        },
+        Failed { error: Failure },
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    Elapsed(std::time::Duration),
+    Deadline,
+}
+
+impl Failure {
+    fn into_error(self) -> BoxError {
+        match self {
+            Failure::Elapsed(t) => Box::new(Elapsed::new(t)),
+            Failure::Deadline => Box::new(DeadlineExceeded::new()),
+        }
+    }
+}
+
+impl<F> ResponseFuture<F> {
+    pub(crate) fn new(inner: F, start: Instant, attempt: Attempt, shared: Arc<Shared>) -> Self {
+        Self {
+            state: State::Running {
+                inner,
+                timer: Timer::Idle {
+                    at: start + attempt.timeout(),
+                },
+                start,
+                attempt,
+                shared,
+            },
+        }
+    }
+
+    pub(crate) fn expired() -> Self {
+        Self {
+            state: State::Failed {
+                error: Failure::Deadline,
+            },
+        }
+    }
+}
+
+impl<F> fmt::Debug for ResponseFuture<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("ResponseFuture");
+        match &self.state {
+            State::Running { start, attempt, .. } => {
+                d.field("start", start).field("attempt", attempt)
+            }
+            State::Failed { error } => d.field("failed", error),
+        };
+        d.finish_non_exhaustive()
+    }
+}
+
+impl<F, T, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<T, E>>,
+    E: Into<BoxError>,
+{
+    type Output = Result<T, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let failure = match this.state.as_mut().project() {
+            StateProj::Failed { error } => return Poll::Ready(Err(error.into_error())),
+            StateProj::Running {
+                inner,
+                timer,
+                start,
+                attempt,
+                shared,
+            } => {
+                if let Poll::Ready(result) = inner.poll(cx) {
+                    if result.is_ok() {
+                        let now = Instant::now();
+                        shared.on_success(now.saturating_duration_since(*start), now);
+                    }
+                    return Poll::Ready(result.map_err(Into::into));
+                }
+                ready!(timer.poll_fire(cx));
+                if attempt.limited_by_deadline() {
+                    shared.on_deadline_exceeded();
+                    Failure::Deadline
+                } else {
+                    // The timer fired at exactly this instant: no need to read the clock.
+                    shared.on_timeout(attempt, *start + attempt.timeout());
+                    Failure::Elapsed(attempt.timeout())
+                }
+            }
+        };
+        // Drop the inner future now (the attempt is abandoned) and keep the error in case we
+        // are polled again.
+        this.state.set(State::Failed { error: failure });
+        Poll::Ready(Err(failure.into_error()))
+    }
+}

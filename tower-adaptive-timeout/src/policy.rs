@@ -1,0 +1,814 @@
+//! The adaptive timeout's decision algorithm: time in, decision out, no runtime needed.
+//!
+//! [`AdaptivePolicy`] is shared by every clone of a layer and its services. All its state is
+//! atomics; its methods take `&self` and the current `now`, so it can be driven from a unit test
+//! with `now + Duration::from_millis(n)` and from many threads at once.
+//!
+//! # Mechanics
+//! The timeout for an attempt is the *effective* timeout, `max(base, backoff)`, cut to the
+//! request's remaining deadline:
+//!
+//! - **base**: `clamp(quantile(q) × multiplier, floor, ceiling)` over the latency histogram, or
+//!   `fallback` while the window holds fewer than `min_samples` latencies. It is recomputed at most
+//!   once per `refresh` by whichever caller first notices the refresh is due (one
+//!   compare-and-swap; the others keep reading the previous value), through a
+//!   [`QuantileCache`]. No request walks the histogram.
+//! - **censoring**: an attempt that times out is recorded at the timeout value. It is a *lower
+//!   bound* on the latency, not a lost sample; dropping it would make a latency step above the
+//!   timeout invisible. With `multiplier > 1`, enough censored samples lift the quantile, and the
+//!   timeout with it.
+//! - **backoff**: `backoff_after` consecutive timeouts (no success in between) multiply the
+//!   effective timeout by `backoff_factor`, as TCP doubles its RTO. Only attempts that started
+//!   under the current backoff step count (each attempt carries the step's *generation*), so a
+//!   burst of concurrent timeouts is one step, not a hundred: the timeout can at most double once
+//!   per timeout period. The backoff is dropped once the base has caught up with it, or after a
+//!   two backed-off periods pass with no timeout.
+//! - **anti-ratchet**: within one `growth_window` the effective timeout never exceeds
+//!   `max_growth ×` its value when the window began. Decreases are immediate.
+//! - **ceiling and floor** bound everything; the request's deadline bounds each attempt.
+
+use crate::config::TimeoutConfig;
+use crate::error::ConfigError;
+use damper_core::deadline::Deadline;
+use damper_core::histogram::{LatencyHistogram, QuantileCache};
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// What to do with a request, decided by [`AdaptivePolicy::decide`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// The request's deadline has already passed: fail it with
+    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded) without calling the inner service.
+    Expired,
+    /// Send the attempt with this timeout.
+    Attempt(Attempt),
+}
+
+/// One attempt's timeout, and what the policy needs to learn from its outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    timeout: Duration,
+    adaptive: Duration,
+    generation: u64,
+    limited_by_deadline: bool,
+    refreshed: bool,
+}
+
+impl Attempt {
+    /// The timeout to apply to this attempt: the adaptive timeout, or the request's remaining
+    /// deadline if that is shorter.
+    pub const fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The adaptive timeout, before the deadline cut.
+    pub const fn adaptive(&self) -> Duration {
+        self.adaptive
+    }
+
+    /// Whether the request's deadline, not the adaptive timeout, bounds this attempt. If its
+    /// timer fires, the request failed with
+    /// [`DeadlineExceeded`](crate::error::DeadlineExceeded), and the policy learns nothing.
+    pub const fn limited_by_deadline(&self) -> bool {
+        self.limited_by_deadline
+    }
+
+    /// The backoff generation the attempt started in.
+    pub const fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Whether this decision recomputed the base timeout (a good moment to publish a gauge).
+    pub const fn refreshed(&self) -> bool {
+        self.refreshed
+    }
+}
+
+/// A point-in-time view of the policy, for dashboards and the lab.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyState {
+    /// The quantile-derived timeout.
+    pub base: Duration,
+    /// The backed-off timeout, while a backoff is in force.
+    pub backoff: Option<Duration>,
+    /// The timeout the next attempt without a deadline would get: `max(base, backoff)`.
+    pub effective: Duration,
+    /// How many backoff steps have been taken since the policy was built.
+    pub generation: u64,
+}
+
+/// The adaptive timeout policy. See the [module docs](self).
+pub struct AdaptivePolicy {
+    cfg: TimeoutConfig,
+    histogram: Arc<LatencyHistogram>,
+    cache: QuantileCache,
+    record: bool,
+    origin: Instant,
+    floor: u64,
+    ceiling: u64,
+    fallback: u64,
+    refresh: u64,
+    growth_window: u64,
+    /// Nanoseconds since `origin` at which the base is next recomputed.
+    next_refresh: AtomicU64,
+    /// The quantile-derived timeout, nanoseconds.
+    base: AtomicU64,
+    /// The backed-off timeout, nanoseconds (0 = none).
+    backoff: AtomicU64,
+    generation: AtomicU64,
+    /// Consecutive timeouts in the current generation.
+    run: AtomicU64,
+    /// Nanoseconds since `origin` of the latest timeout.
+    last_timeout: AtomicU64,
+    growth_epoch: AtomicU64,
+    /// The most the effective timeout may reach in the current growth window.
+    growth_cap: AtomicU64,
+}
+
+impl fmt::Debug for AdaptivePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AdaptivePolicy")
+            .field("config", &self.cfg)
+            .field("record", &self.record)
+            .field("state", &self.state())
+            .finish_non_exhaustive()
+    }
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+fn scale(n: u64, by: f64) -> u64 {
+    // `as` saturates on overflow.
+    (n as f64 * by) as u64
+}
+
+impl AdaptivePolicy {
+    /// A policy learning from (and, if `record`, recording into) `histogram`, starting at `now`.
+    pub fn new(
+        config: TimeoutConfig,
+        histogram: Arc<LatencyHistogram>,
+        record: bool,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let fallback = nanos(config.fallback);
+        let ceiling = nanos(config.ceiling);
+        Ok(Self {
+            cache: QuantileCache::new(config.quantile, config.refresh, now),
+            histogram,
+            record,
+            origin: now,
+            floor: nanos(config.floor),
+            ceiling,
+            fallback,
+            refresh: nanos(config.refresh),
+            growth_window: nanos(config.growth_window),
+            next_refresh: AtomicU64::new(0),
+            base: AtomicU64::new(fallback),
+            backoff: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+            run: AtomicU64::new(0),
+            last_timeout: AtomicU64::new(0),
+            growth_epoch: AtomicU64::new(0),
+            growth_cap: AtomicU64::new(scale(fallback, config.max_growth).min(ceiling)),
+            cfg: config,
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TimeoutConfig {
+        &self.cfg
+    }
+
+    /// The histogram the policy reads.
+    pub fn histogram(&self) -> &Arc<LatencyHistogram> {
+        &self.histogram
+    }
+
+    fn since(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.origin))
+    }
+
+    fn effective(&self) -> u64 {
+        self.base.load(Relaxed).max(self.backoff.load(Relaxed))
+    }
+
+    /// Decides the timeout of an attempt sent at `now` for a request with `deadline`.
+    pub fn decide(&self, now: Instant, deadline: Option<Deadline>) -> Decision {
+        let refreshed = self.refresh(now);
+        let adaptive = Duration::from_nanos(self.effective());
+        let generation = self.generation.load(Relaxed);
+        let (timeout, limited_by_deadline) = match deadline {
+            Some(d) => {
+                let remaining = d.remaining(now);
+                if remaining.is_zero() {
+                    return Decision::Expired;
+                }
+                if remaining < adaptive {
+                    (remaining, true)
+                } else {
+                    (adaptive, false)
+                }
+            }
+            None => (adaptive, false),
+        };
+        Decision::Attempt(Attempt {
+            timeout,
+            adaptive,
+            generation,
+            limited_by_deadline,
+            refreshed,
+        })
+    }
+
+    /// The timeout an attempt sent at `now` without a deadline would get.
+    pub fn current(&self, now: Instant) -> Duration {
+        self.refresh(now);
+        Duration::from_nanos(self.effective())
+    }
+
+    /// A view of the state, without refreshing it.
+    pub fn state(&self) -> PolicyState {
+        let backoff = self.backoff.load(Relaxed);
+        PolicyState {
+            base: Duration::from_nanos(self.base.load(Relaxed)),
+            backoff: (backoff != 0).then(|| Duration::from_nanos(backoff)),
+            effective: Duration::from_nanos(self.effective()),
+            generation: self.generation.load(Relaxed),
+        }
+    }
+
+    /// An attempt completed successfully after `latency`, at `now`.
+    pub fn on_success(&self, latency: Duration, now: Instant) {
+        if self.record {
+            self.histogram.record(latency, now);
+        }
+        // Read first: no write to a shared line in the steady state.
+        if self.run.load(Relaxed) != 0 {
+            self.run.store(0, Relaxed);
+        }
+    }
+
+    /// `attempt` timed out at `now` (its adaptive timeout, not the deadline, fired). Records the
+    /// censored sample and counts towards a backoff step; returns the new effective timeout if
+    /// this call took a step that raised it.
+    pub fn on_timeout(&self, attempt: &Attempt, now: Instant) -> Option<Duration> {
+        if attempt.limited_by_deadline {
+            // The deadline cut the attempt short: it says nothing about the dependency.
+            return None;
+        }
+        let t = self.since(now);
+        self.last_timeout.fetch_max(t, Relaxed);
+        self.refresh(now);
+        if self.record {
+            self.histogram.record(attempt.timeout, now);
+        }
+        if self.generation.load(Relaxed) != attempt.generation {
+            return None;
+        }
+        let run = self.run.fetch_add(1, Relaxed) + 1;
+        if run < u64::from(self.cfg.backoff_after)
+            || self
+                .generation
+                .compare_exchange(attempt.generation, attempt.generation + 1, Relaxed, Relaxed)
+                .is_err()
+        {
+            return None;
+        }
+        self.run.store(0, Relaxed);
+        let cur = self.effective();
+        let cap = self.growth_cap.load(Relaxed).max(cur).min(self.ceiling);
+        let next = scale(cur, self.cfg.backoff_factor).min(cap);
+        if next <= cur {
+            return None;
+        }
+        self.backoff.fetch_max(next, Relaxed);
+        Some(Duration::from_nanos(next))
+    }
+
+    /// Recomputes the base if a refresh is due at `now`; returns whether this call did it.
+    fn refresh(&self, now: Instant) -> bool {
+        let t = self.since(now);
+        let due = self.next_refresh.load(Relaxed);
+        if t < due {
+            return false;
+        }
+        // Refresh again after `refresh`, and always at the next growth-window boundary, so the
+        // window rolls over before anything else happens in it.
+        let epoch = t / self.growth_window;
+        let boundary = epoch.saturating_add(1).saturating_mul(self.growth_window);
+        let next = t.saturating_add(self.refresh).min(boundary);
+        if self
+            .next_refresh
+            .compare_exchange(due, next, Relaxed, Relaxed)
+            .is_err()
+        {
+            return false;
+        }
+        if epoch != self.growth_epoch.load(Relaxed) {
+            self.growth_epoch.store(epoch, Relaxed);
+            let cap = scale(self.effective(), self.cfg.max_growth).min(self.ceiling);
+            self.growth_cap.store(cap, Relaxed);
+        }
+        let cap = self.growth_cap.load(Relaxed);
+
+        let target = if self.histogram.count(now) < self.cfg.min_samples {
+            self.fallback
+        } else {
+            self.cache
+                .get(&self.histogram, now)
+                .map_or(self.fallback, |q| {
+                    scale(nanos(q), self.cfg.multiplier).clamp(self.floor, self.ceiling)
+                })
+        };
+        let prev = self.base.load(Relaxed);
+        let base = if target > prev {
+            target.min(cap).max(prev)
+        } else {
+            target
+        };
+        self.base.store(base, Relaxed);
+
+        let backoff = self.backoff.load(Relaxed);
+        if backoff != 0 {
+            // Quiet for two backed-off periods: the attempts sent right after the step have
+            // had time to finish without timing out.
+            let quiet =
+                t.saturating_sub(self.last_timeout.load(Relaxed)) >= backoff.saturating_mul(2);
+            if (base >= backoff || quiet)
+                && self
+                    .backoff
+                    .compare_exchange(backoff, 0, Relaxed, Relaxed)
+                    .is_ok()
+            {
+                tracing::debug!(
+                    base = ?Duration::from_nanos(base),
+                    "adaptive timeout backoff cleared"
+                );
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    fn policy(cfg: TimeoutConfig, now: Instant) -> AdaptivePolicy {
+        AdaptivePolicy::new(cfg, Arc::new(LatencyHistogram::new(now)), true, now).unwrap()
+    }
+
+    fn attempt(p: &AdaptivePolicy, now: Instant) -> Attempt {
+        match p.decide(now, None) {
+            Decision::Attempt(a) => a,
+            Decision::Expired => panic!("no deadline, cannot expire"),
+        }
+    }
+
+    fn close(a: Duration, b: Duration) -> bool {
+        // Histogram buckets are within 1.6 % of the value.
+        a.abs_diff(b).as_secs_f64() <= b.as_secs_f64() * 0.03
+    }
+
+    #[test]
+    fn default_config_is_valid() {
+        TimeoutConfig::default().validate().unwrap();
+    }
+
+    #[test]
+    fn fallback_until_min_samples() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        for _ in 0..99 {
+            p.on_success(50 * MS, t0);
+        }
+        assert_eq!(p.current(t0), Duration::from_secs(1));
+        p.on_success(50 * MS, t0);
+        // Not yet refreshed.
+        assert_eq!(p.current(t0 + 50 * MS), Duration::from_secs(1));
+        let t = p.current(t0 + 100 * MS);
+        assert!(close(t, 75 * MS), "{t:?}");
+    }
+
+    #[test]
+    fn follows_the_quantile() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        for ms in 1..=1000u64 {
+            p.on_success(Duration::from_millis(ms), t0);
+        }
+        // p99.9 of 1..=1000 ms is 999 ms; × 1.5.
+        let t = p.current(t0 + 100 * MS);
+        assert!(close(t, Duration::from_micros(1_498_500)), "{t:?}");
+
+        // The window forgets; the new, faster latencies take over at once (decreases are not
+        // damped).
+        let t1 = t0 + Duration::from_secs(11);
+        for _ in 0..1000 {
+            p.on_success(20 * MS, t1);
+        }
+        let t = p.current(t1 + 100 * MS);
+        assert!(close(t, 30 * MS), "{t:?}");
+    }
+
+    #[test]
+    fn other_quantiles_and_multipliers() {
+        let t0 = Instant::now();
+        let cfg = TimeoutConfig {
+            quantile: 0.5,
+            multiplier: 2.0,
+            ..TimeoutConfig::default()
+        };
+        let p = policy(cfg, t0);
+        for ms in 1..=200u64 {
+            p.on_success(Duration::from_millis(ms), t0);
+        }
+        let t = p.current(t0 + 100 * MS);
+        assert!(close(t, 200 * MS), "{t:?}");
+    }
+
+    #[test]
+    fn floor_and_ceiling() {
+        let t0 = Instant::now();
+        let cfg = TimeoutConfig {
+            floor: 10 * MS,
+            ceiling: Duration::from_secs(2),
+            fallback: Duration::from_secs(1),
+            ..TimeoutConfig::default()
+        };
+        let p = policy(cfg, t0);
+        for _ in 0..200 {
+            p.on_success(MS, t0);
+        }
+        assert_eq!(p.current(t0 + 100 * MS), 10 * MS);
+
+        let t1 = t0 + Duration::from_secs(11);
+        for _ in 0..200 {
+            p.on_success(Duration::from_secs(30), t1);
+        }
+        // Growth is damped, but the ceiling is reached and never passed.
+        let mut t = t1;
+        for _ in 0..40 {
+            t += 100 * MS;
+            assert!(p.current(t) <= Duration::from_secs(2));
+        }
+        assert_eq!(p.current(t), Duration::from_secs(2));
+    }
+
+    #[test]
+    fn deadline_bounds_the_attempt() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        let d = Deadline::after(t0, 30 * MS);
+        let Decision::Attempt(a) = p.decide(t0, Some(d)) else {
+            panic!("not expired")
+        };
+        assert_eq!(a.timeout(), 30 * MS);
+        assert_eq!(a.adaptive(), Duration::from_secs(1));
+        assert!(a.limited_by_deadline());
+        // A deadline cut teaches nothing: no censored sample, no backoff.
+        for _ in 0..10 {
+            assert_eq!(p.on_timeout(&a, t0 + 30 * MS), None);
+        }
+        assert_eq!(p.histogram().count(t0 + 30 * MS), 0);
+        assert_eq!(p.state().generation, 0);
+
+        // A far deadline does not shorten the attempt.
+        let far = Deadline::after(t0, Duration::from_secs(60));
+        let Decision::Attempt(a) = p.decide(t0, Some(far)) else {
+            panic!("not expired")
+        };
+        assert_eq!(a.timeout(), Duration::from_secs(1));
+        assert!(!a.limited_by_deadline());
+
+        assert_eq!(p.decide(t0 + 30 * MS, Some(d)), Decision::Expired);
+    }
+
+    #[test]
+    fn timeouts_are_censored_samples() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        let a = attempt(&p, t0);
+        p.on_timeout(&a, t0 + a.timeout());
+        let now = t0 + a.timeout();
+        assert_eq!(p.histogram().count(now), 1);
+        assert!(close(
+            p.histogram().quantile(1.0, now).unwrap(),
+            a.timeout()
+        ));
+    }
+
+    #[test]
+    fn one_backoff_step_per_generation() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        // 100 concurrent attempts, all started before any timed out.
+        let attempts: Vec<_> = (0..100).map(|_| attempt(&p, t0)).collect();
+        let at = t0 + Duration::from_secs(1);
+        let raised: Vec<_> = attempts
+            .iter()
+            .filter_map(|a| p.on_timeout(a, at))
+            .collect();
+        assert_eq!(raised, vec![Duration::from_secs(2)]);
+        assert_eq!(p.state().generation, 1);
+        assert_eq!(p.state().effective, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn a_success_breaks_the_run() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        let mut now = t0;
+        for _ in 0..10 {
+            let a = attempt(&p, now);
+            let b = attempt(&p, now);
+            now += a.timeout();
+            assert_eq!(p.on_timeout(&a, now), None);
+            assert_eq!(p.on_timeout(&b, now), None);
+            p.on_success(5 * MS, now);
+        }
+        assert_eq!(p.state().generation, 0);
+    }
+
+    #[test]
+    fn backoff_clears_after_a_quiet_period() {
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        let attempts: Vec<_> = (0..3).map(|_| attempt(&p, t0)).collect();
+        let at = t0 + Duration::from_secs(1);
+        for a in &attempts {
+            p.on_timeout(a, at);
+        }
+        assert_eq!(p.state().backoff, Some(Duration::from_secs(2)));
+        // Still backed off one refresh later (the 2 s period has not passed quietly).
+        assert_eq!(p.current(at + 100 * MS), Duration::from_secs(2));
+        assert_eq!(
+            p.current(at + Duration::from_secs(3)),
+            Duration::from_secs(2)
+        );
+        // Two backed-off periods without a timeout: back to the base.
+        assert_eq!(
+            p.current(at + Duration::from_secs(4)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(p.state().backoff, None);
+    }
+
+    /// Sequential attempts against a dependency whose latency steps from 20 ms to `step`.
+    /// Returns how many attempts timed out before the first success after the step, and how
+    /// long after the step that success was sent.
+    fn learn_step(
+        cfg: TimeoutConfig,
+        step: Duration,
+        max_attempts: usize,
+    ) -> Option<(usize, Duration)> {
+        let t0 = Instant::now();
+        let p = policy(cfg, t0);
+        let mut now = t0;
+        for _ in 0..2000 {
+            attempt(&p, now);
+            now += 20 * MS;
+            p.on_success(20 * MS, now);
+        }
+        let before = p.current(now);
+        assert!(before < step, "{before:?} already covers the step");
+        let stepped = now;
+        for n in 0..max_attempts {
+            let a = attempt(&p, now);
+            if step < a.timeout() {
+                return Some((n, now - stepped));
+            }
+            now += a.timeout();
+            p.on_timeout(&a, now);
+        }
+        None
+    }
+
+    #[test]
+    fn learns_a_step_above_the_timeout() {
+        // 20 ms → 30 ms timeout. A step to 500 ms (17× the timeout) is learned as fast as the
+        // anti-ratchet allows (2× per 500 ms window: ⌈log2 17⌉ = 5 windows, plus the one in
+        // progress), within a bounded number of attempts.
+        let (n, took) = learn_step(TimeoutConfig::default(), 500 * MS, 100).expect("learned");
+        assert!(n <= 20, "{n} timeouts");
+        assert!(took <= Duration::from_secs(3), "{took:?}");
+        // A step inside one window's growth is learned in a handful of attempts.
+        let (n, took) = learn_step(TimeoutConfig::default(), 50 * MS, 100).expect("learned");
+        assert!(n <= 6, "{n} timeouts");
+        assert!(took <= Duration::from_millis(500), "{took:?}");
+        // Censoring alone, with a multiplier, learns it too (more slowly: one 1.5× step per
+        // refresh), even if backoff is all but switched off.
+        let cfg = TimeoutConfig {
+            backoff_after: u32::MAX,
+            ..TimeoutConfig::default()
+        };
+        assert!(learn_step(cfg, 500 * MS, 60).is_some());
+    }
+
+    #[test]
+    fn without_censoring_and_backoff_a_step_is_never_learned() {
+        // The control: a multiplier of 1 means censored samples cannot lift the quantile past
+        // the timeout; with backoff switched off too the timeout is stuck below the step.
+        let cfg = TimeoutConfig {
+            multiplier: 1.0,
+            backoff_after: u32::MAX,
+            ..TimeoutConfig::default()
+        };
+        assert_eq!(learn_step(cfg, 500 * MS, 200), None);
+        // The same with backoff on learns it.
+        let cfg = TimeoutConfig {
+            multiplier: 1.0,
+            ..TimeoutConfig::default()
+        };
+        assert!(learn_step(cfg, 500 * MS, 40).is_some());
+    }
+
+    #[test]
+    fn invalid_configs_name_the_field() {
+        let d = TimeoutConfig::default;
+        let cases: Vec<(TimeoutConfig, &str)> = vec![
+            (
+                TimeoutConfig {
+                    quantile: 0.0,
+                    ..d()
+                },
+                "quantile",
+            ),
+            (
+                TimeoutConfig {
+                    quantile: 1.5,
+                    ..d()
+                },
+                "quantile",
+            ),
+            (
+                TimeoutConfig {
+                    quantile: f64::NAN,
+                    ..d()
+                },
+                "quantile",
+            ),
+            (
+                TimeoutConfig {
+                    multiplier: 0.9,
+                    ..d()
+                },
+                "multiplier",
+            ),
+            (
+                TimeoutConfig {
+                    multiplier: f64::INFINITY,
+                    ..d()
+                },
+                "multiplier",
+            ),
+            (
+                TimeoutConfig {
+                    floor: Duration::ZERO,
+                    ..d()
+                },
+                "floor",
+            ),
+            (TimeoutConfig { ceiling: MS, ..d() }, "ceiling"),
+            (
+                TimeoutConfig {
+                    fallback: MS,
+                    ..d()
+                },
+                "fallback",
+            ),
+            (
+                TimeoutConfig {
+                    fallback: Duration::from_secs(11),
+                    ..d()
+                },
+                "fallback",
+            ),
+            (
+                TimeoutConfig {
+                    min_samples: 0,
+                    ..d()
+                },
+                "min_samples",
+            ),
+            (
+                TimeoutConfig {
+                    refresh: Duration::ZERO,
+                    ..d()
+                },
+                "refresh",
+            ),
+            (
+                TimeoutConfig {
+                    max_growth: 1.0,
+                    ..d()
+                },
+                "max_growth",
+            ),
+            (
+                TimeoutConfig {
+                    growth_window: MS,
+                    ..d()
+                },
+                "growth_window",
+            ),
+            (
+                TimeoutConfig {
+                    backoff_after: 0,
+                    ..d()
+                },
+                "backoff_after",
+            ),
+            (
+                TimeoutConfig {
+                    backoff_factor: 1.0,
+                    ..d()
+                },
+                "backoff_factor",
+            ),
+        ];
+        for (cfg, field) in cases {
+            let e = cfg.validate().unwrap_err();
+            assert_eq!(e.field(), field, "{cfg:?}");
+            assert!(e.to_string().contains(field));
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A success with this latency (ms).
+        Success(u64),
+        /// `n` attempts decided now all time out.
+        Timeouts(u8),
+        /// Time passes (ms).
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (1u64..5_000).prop_map(Op::Success),
+            (1u8..8).prop_map(Op::Timeouts),
+            (1u64..700).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever happens, the timeout stays in [floor, ceiling] and grows at most
+        /// `max_growth` within one growth window.
+        #[test]
+        fn bounded_and_damped(ops in proptest::collection::vec(op(), 1..300)) {
+            let cfg = TimeoutConfig {
+                min_samples: 5,
+                ceiling: Duration::from_secs(4),
+                ..TimeoutConfig::default()
+            };
+            let t0 = Instant::now();
+            let p = policy(cfg, t0);
+            let gw = cfg.growth_window.as_nanos();
+            let mut now = t0;
+            let mut epoch = 0u128;
+            let mut window_start = p.state().effective;
+            for op in ops {
+                let e = (now - t0).as_nanos() / gw;
+                if e != epoch {
+                    epoch = e;
+                    window_start = p.state().effective;
+                }
+                match op {
+                    Op::Success(ms) => p.on_success(Duration::from_millis(ms), now),
+                    Op::Timeouts(n) => {
+                        let attempts: Vec<_> = (0..n).map(|_| attempt(&p, now)).collect();
+                        for a in &attempts {
+                            p.on_timeout(a, now);
+                        }
+                    }
+                    Op::Advance(ms) => {
+                        now += Duration::from_millis(ms);
+                        continue;
+                    }
+                }
+                let eff = p.current(now);
+                let e = (now - t0).as_nanos() / gw;
+                if e != epoch {
+                    epoch = e;
+                    // `current` just rolled the window: this is its start value.
+                    window_start = eff;
+                }
+                prop_assert!(eff >= cfg.floor && eff <= cfg.ceiling, "{eff:?}");
+                let cap = window_start.as_secs_f64() * cfg.max_growth * (1.0 + 1e-9);
+                prop_assert!(eff.as_secs_f64() <= cap, "{eff:?} > {cfg:?} × {window_start:?}");
+            }
+        }
+    }
+}
