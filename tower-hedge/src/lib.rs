@@ -2,7 +2,6 @@
 //! copy and take whichever answers well first.
 //!
 //! ```
-//! use std::time::Duration;
 //! use tower::{Service, ServiceBuilder, ServiceExt};
 //! use tower_hedge::HedgeLayer;
 //!
