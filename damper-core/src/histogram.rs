@@ -33,7 +33,7 @@
 //! assert_eq!(h.count(now), 100);
 //! ```
 
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, fence};
 use std::fmt;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -99,6 +99,18 @@ impl Slot {
             min: AtomicU64::new(u64::MAX),
             counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
         }
+    }
+
+    /// Whether the slot still holds `tag` after the caller's reads of its data: if it rotated,
+    /// what was read may mix two epochs and must be dropped.
+    ///
+    /// The data loads are relaxed, so an acquire *load* of the tag would not order them: a
+    /// reader could see a value written after the rotation began and still read the old tag.
+    /// The acquire fence pairs with the release fence a rotating recorder issues after claiming
+    /// the slot: having read any value written after that fence, the reader sees the claim.
+    fn unchanged(&self, tag: u64) -> bool {
+        fence(Ordering::Acquire);
+        self.tag.load(Ordering::Relaxed) == tag
     }
 }
 
@@ -210,6 +222,9 @@ impl LatencyHistogram {
                 Ordering::Acquire,
             ) {
                 Ok(_) => {
+                    // Pairs with the acquire fence in `Slot::unchanged`: a reader that sees
+                    // any write below also sees the claim above, and drops its read.
+                    fence(Ordering::Release);
                     for c in slot.counts.iter() {
                         c.store(0, Ordering::Relaxed);
                     }
@@ -225,9 +240,10 @@ impl LatencyHistogram {
         slot.min.fetch_min(v, Ordering::Relaxed);
     }
 
-    /// Calls `f(slot)` for each slot inside the window at `now`, skipping slots that rotate
-    /// while being read. Returns false from `f` to stop.
-    fn for_live_slots(&self, now: Instant, mut f: impl FnMut(&Slot) -> bool) -> bool {
+    /// Calls `f(slot, tag)` for each slot inside the window at `now`, with the tag it was seen
+    /// with. `f` reads what it needs and keeps it only if [`Slot::unchanged`] says the slot did
+    /// not rotate meanwhile.
+    fn for_live_slots(&self, now: Instant, mut f: impl FnMut(&Slot, u64)) {
         let cur = self.epoch(now) + 1;
         let n = self.slots.len() as u64;
         for slot in self.slots.iter() {
@@ -235,11 +251,8 @@ impl LatencyHistogram {
             if tag == 0 || tag & CLEARING != 0 || tag > cur || tag + n <= cur {
                 continue;
             }
-            if !f(slot) {
-                return false;
-            }
+            f(slot, tag);
         }
-        true
     }
 
     /// Takes a consistent copy of the window at `now`: per-bucket counts summed over live
@@ -249,8 +262,7 @@ impl LatencyHistogram {
         let mut total = 0;
         let mut min = u64::MAX;
         let mut scratch = vec![0u64; BUCKETS];
-        self.for_live_slots(now, |slot| {
-            let tag = slot.tag.load(Ordering::Acquire);
+        self.for_live_slots(now, |slot, tag| {
             let mut t = 0;
             for (dst, c) in scratch.iter_mut().zip(slot.counts.iter()) {
                 *dst = c.load(Ordering::Relaxed);
@@ -258,14 +270,13 @@ impl LatencyHistogram {
             }
             let m = slot.min.load(Ordering::Relaxed);
             // Re-check: if the slot rotated while we read it, drop what we read.
-            if slot.tag.load(Ordering::Acquire) == tag {
+            if slot.unchanged(tag) {
                 for (a, b) in counts.iter_mut().zip(scratch.iter()) {
                     *a += *b;
                 }
                 total += t;
                 min = min.min(m);
             }
-            true
         });
         Snapshot { counts, total, min }
     }
@@ -279,9 +290,11 @@ impl LatencyHistogram {
     /// The number of samples in the window at `now`.
     pub fn count(&self, now: Instant) -> u64 {
         let mut total = 0;
-        self.for_live_slots(now, |slot| {
-            total += slot.total.load(Ordering::Relaxed);
-            true
+        self.for_live_slots(now, |slot, tag| {
+            let t = slot.total.load(Ordering::Relaxed);
+            if slot.unchanged(tag) {
+                total += t;
+            }
         });
         total
     }
@@ -289,9 +302,11 @@ impl LatencyHistogram {
     /// The smallest sample in the window at `now`.
     pub fn min(&self, now: Instant) -> Option<Duration> {
         let mut min = u64::MAX;
-        self.for_live_slots(now, |slot| {
-            min = min.min(slot.min.load(Ordering::Relaxed));
-            true
+        self.for_live_slots(now, |slot, tag| {
+            let m = slot.min.load(Ordering::Relaxed);
+            if slot.unchanged(tag) {
+                min = min.min(m);
+            }
         });
         (min != u64::MAX).then(|| Duration::from_nanos(min))
     }
@@ -487,42 +502,156 @@ mod tests {
 
 #[cfg(all(test, loom))]
 mod loom_tests {
+    //! Loom models of recording, rotation and reading. Under loom the layout shrinks to 8
+    //! buckets (see `SUB_BITS`), so these values land in distinct buckets: 1 ns → 1, 2 ns → 2,
+    //! 3 ns → 3, 4 ns → 4, 7 ns → 5.
     use super::*;
     use loom::sync::Arc;
     use loom::thread;
 
-    // A recorder in the current sub-window races one that rotates the slot it will reuse. The
-    // current sub-window never loses a sample; a reader never counts a torn slot.
+    const SEC: Duration = Duration::from_secs(1);
+
+    /// Two sub-windows of 1 s: epoch `e` lives in slot `e % 2`.
+    fn two_slots(t0: Instant) -> Arc<LatencyHistogram> {
+        let cfg = HistogramConfig {
+            window: 2 * SEC,
+            sub_windows: 2,
+        };
+        Arc::new(LatencyHistogram::with_config(cfg, t0).unwrap())
+    }
+
+    fn ns(v: u64) -> Duration {
+        Duration::from_nanos(v)
+    }
+
+    fn count_in(snap: &Snapshot, v: u64) -> u64 {
+        snap.counts[bucket_of(v)]
+    }
+
     #[test]
-    fn record_races_rotation() {
+    fn loom_buckets_are_distinct() {
+        let b: Vec<usize> = [1, 2, 3, 4, 7].into_iter().map(bucket_of).collect();
+        assert_eq!(b, [1, 2, 3, 4, 5]);
+    }
+
+    // A recorder in a live sub-window races a rotation of the other slot: neither sample is
+    // lost, and the rotated slot holds exactly the rotating recorder's sample.
+    #[test]
+    fn loom_live_recorder_races_rotation() {
         loom::model(|| {
             let t0 = Instant::now();
-            let cfg = HistogramConfig {
-                window: Duration::from_secs(2),
-                sub_windows: 2,
-            };
-            let h = Arc::new(LatencyHistogram::with_config(cfg, t0).unwrap());
-            // Epoch 0 in slot 0; epoch 1 in slot 1.
-            h.record(Duration::from_nanos(1), t0);
-            let now1 = t0 + Duration::from_secs(1);
-            let now2 = t0 + Duration::from_secs(2);
+            let (now1, now2) = (t0 + SEC, t0 + 2 * SEC);
+            let h = two_slots(t0);
+            h.record(ns(1), t0); // epoch 0, slot 0
+            h.record(ns(2), now1); // epoch 1, slot 1
             let h1 = h.clone();
-            let a = thread::spawn(move || h1.record(Duration::from_nanos(2), now1));
+            let live = thread::spawn(move || h1.record(ns(2), now1));
             let h2 = h.clone();
-            // Epoch 2 reuses slot 0, clearing epoch 0.
-            let b = thread::spawn(move || h2.record(Duration::from_nanos(3), now2));
-            let h3 = h.clone();
-            let r = thread::spawn(move || {
-                let n = h3.count(now1);
-                assert!(n <= 2, "reader saw {n}");
-            });
+            // Epoch 2 reuses slot 0 and clears epoch 0.
+            let rotate = thread::spawn(move || h2.record(ns(3), now2));
+            live.join().unwrap();
+            rotate.join().unwrap();
+
+            let snap = h.snapshot(now2);
+            assert_eq!(count_in(&snap, 1), 0, "epoch 0 left the window");
+            assert_eq!(count_in(&snap, 2), 2, "a live-slot increment was lost");
+            assert_eq!(
+                count_in(&snap, 3),
+                1,
+                "the rotating recorder lost its sample"
+            );
+            assert_eq!(snap.count(), 3);
+            assert_eq!(h.count(now2), 3);
+            assert_eq!(h.min(now2), Some(ns(2)));
+        });
+    }
+
+    /// Epoch 0 holds {1 ns, 2 ns} in slot 0 and epoch 1 holds {7 ns} in slot 1; `read` runs on
+    /// a spawned thread at epoch 1 while the model's thread opens epoch 2 with 4 ns, rotating
+    /// slot 0. (Reading on the spawned thread matters: with the roles swapped, loom's bounded
+    /// search never schedules the rotation between two consecutive loads of the reader.)
+    fn rotating_under_reader(
+        read: impl Fn(&LatencyHistogram, Instant) + Sync + Send + Clone + 'static,
+    ) {
+        loom::model(move || {
+            let t0 = Instant::now();
+            let (now1, now2) = (t0 + SEC, t0 + 2 * SEC);
+            let h = two_slots(t0);
+            h.record(ns(1), t0);
+            h.record(ns(2), t0);
+            h.record(ns(7), now1);
+            let h1 = h.clone();
+            let read = read.clone();
+            let reader = thread::spawn(move || read(&h1, now1));
+            h.record(ns(4), now2);
+            reader.join().unwrap();
+            // After the rotation a reader at epoch 1 no longer sees epoch 0.
+            assert_eq!(h.count(now1), 1);
+            assert_eq!(h.snapshot(now2).count(), 2);
+        });
+    }
+
+    // A reader still at epoch 1 races the rotation of slot 0 from epoch 0 to epoch 2: it must
+    // count epoch 0 whole or not at all, and never any epoch-2 data (4 ns).
+    #[test]
+    fn loom_snapshot_never_sees_a_torn_epoch() {
+        rotating_under_reader(|h, now1| {
+            let snap = h.snapshot(now1);
+            assert_eq!(count_in(&snap, 4), 0, "reader at epoch 1 saw epoch-2 data");
+            assert_eq!(count_in(&snap, 7), 1, "live epoch 1 lost");
+            let old = (count_in(&snap, 1), count_in(&snap, 2));
+            assert!(old == (1, 1) || old == (0, 0), "torn epoch 0: {old:?}");
+            assert_eq!(snap.count(), 1 + old.0 + old.1);
+            let min = snap.min();
+            assert!(min == Some(ns(1)) && old == (1, 1) || min == Some(ns(7)) && old == (0, 0));
+        });
+    }
+
+    #[test]
+    fn loom_count_never_sees_a_torn_epoch() {
+        rotating_under_reader(|h, now1| {
+            let n = h.count(now1);
+            assert!(n == 1 || n == 3, "count saw a torn epoch: {n}");
+        });
+    }
+
+    #[test]
+    fn loom_min_never_sees_a_torn_epoch() {
+        rotating_under_reader(|h, now1| {
+            let min = h.min(now1);
+            assert!(
+                min == Some(ns(1)) || min == Some(ns(7)),
+                "min saw a torn epoch: {min:?}"
+            );
+        });
+    }
+
+    // Two recorders race to open epoch 2 in slot 0 while a reader at epoch 2 reads it. The
+    // reader sees a prefix of epoch 2's samples and never a leftover of epoch 0; at least the
+    // recorder that won the rotation keeps its sample.
+    #[test]
+    fn loom_racing_rotations_and_reader() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let now2 = t0 + 2 * SEC;
+            let h = two_slots(t0);
+            h.record(ns(1), t0);
+            let h1 = h.clone();
+            let a = thread::spawn(move || h1.record(ns(3), now2));
+            let h2 = h.clone();
+            let b = thread::spawn(move || h2.record(ns(4), now2));
+
+            let snap = h.snapshot(now2);
+            assert_eq!(count_in(&snap, 1), 0, "reader saw the cleared epoch");
+            assert!(snap.count() <= 2);
             a.join().unwrap();
             b.join().unwrap();
-            r.join().unwrap();
-            // The epoch-1 sample lives in a slot nobody cleared: it is never lost.
+
             let snap = h.snapshot(now2);
-            assert!(snap.count() >= 1);
-            assert_eq!(h.count(now1 + Duration::from_millis(1)) >= 1, true);
+            assert_eq!(count_in(&snap, 1), 0);
+            let n = snap.count();
+            assert!(n == 1 || n == 2, "both samples lost: {n}");
+            assert_eq!(h.count(now2), n);
         });
     }
 }
