@@ -323,7 +323,7 @@ where
 }
 
 pub mod future {
-    //! The response future of [`Deadline`](super::Deadline).
+    //! The response future of [`Deadline`].
 
     use super::*;
     use pin_project_lite::pin_project;
@@ -332,7 +332,7 @@ pub mod future {
     use std::task::ready;
 
     pin_project! {
-        /// The response future of [`Deadline`](super::Deadline): the inner response, or
+        /// The response future of [`Deadline`]: the inner response, or
         /// [`DeadlineExceeded`] once the deadline passes.
         ///
         /// # Cancel safety

@@ -21,8 +21,8 @@
 //!   effective timeout by `backoff_factor`, as TCP doubles its RTO. Only attempts that started
 //!   under the current backoff step count (each attempt carries the step's *generation*), so a
 //!   burst of concurrent timeouts is one step, not a hundred: the timeout can at most double once
-//!   per timeout period. The backoff is dropped once the base has caught up with it, or after a
-//!   two backed-off periods pass with no timeout.
+//!   per timeout period. The backoff is dropped once the base has caught up with it, or once
+//!   attempts succeed again and two backed-off periods pass with no timeout.
 //! - **anti-ratchet**: within one `growth_window` the effective timeout never exceeds
 //!   `max_growth ×` its value when the window began. Decreases are immediate.
 //! - **ceiling and floor** bound everything; the request's deadline bounds each attempt.
@@ -33,7 +33,7 @@ use damper_core::deadline::Deadline;
 use damper_core::histogram::{LatencyHistogram, QuantileCache};
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -123,6 +123,8 @@ pub struct AdaptivePolicy {
     run: AtomicU64,
     /// Nanoseconds since `origin` of the latest timeout.
     last_timeout: AtomicU64,
+    /// Whether an attempt succeeded since the latest timeout.
+    succeeded: AtomicBool,
     growth_epoch: AtomicU64,
     /// The most the effective timeout may reach in the current growth window.
     growth_cap: AtomicU64,
@@ -174,6 +176,7 @@ impl AdaptivePolicy {
             generation: AtomicU64::new(0),
             run: AtomicU64::new(0),
             last_timeout: AtomicU64::new(0),
+            succeeded: AtomicBool::new(false),
             growth_epoch: AtomicU64::new(0),
             growth_cap: AtomicU64::new(scale(fallback, config.max_growth).min(ceiling)),
             cfg: config,
@@ -252,6 +255,9 @@ impl AdaptivePolicy {
         if self.run.load(Relaxed) != 0 {
             self.run.store(0, Relaxed);
         }
+        if !self.succeeded.load(Relaxed) {
+            self.succeeded.store(true, Relaxed);
+        }
     }
 
     /// `attempt` timed out at `now` (its adaptive timeout, not the deadline, fired). Records the
@@ -264,6 +270,7 @@ impl AdaptivePolicy {
         }
         let t = self.since(now);
         self.last_timeout.fetch_max(t, Relaxed);
+        self.succeeded.store(false, Relaxed);
         self.refresh(now);
         if self.record {
             self.histogram.record(attempt.timeout, now);
@@ -336,10 +343,10 @@ impl AdaptivePolicy {
 
         let backoff = self.backoff.load(Relaxed);
         if backoff != 0 {
-            // Quiet for two backed-off periods: the attempts sent right after the step have
-            // had time to finish without timing out.
-            let quiet =
-                t.saturating_sub(self.last_timeout.load(Relaxed)) >= backoff.saturating_mul(2);
+            // Attempts succeed again, and none timed out for two backed-off periods: those sent
+            // right after the step have had time to finish. (No traffic is no evidence.)
+            let quiet = self.succeeded.load(Relaxed)
+                && t.saturating_sub(self.last_timeout.load(Relaxed)) >= backoff.saturating_mul(2);
             if (base >= backoff || quiet)
                 && self
                     .backoff
@@ -551,13 +558,15 @@ mod tests {
         assert_eq!(p.state().backoff, Some(Duration::from_secs(2)));
         // Still backed off one refresh later (the 2 s period has not passed quietly).
         assert_eq!(p.current(at + 100 * MS), Duration::from_secs(2));
+        // No traffic is no evidence: still backed off long after.
         assert_eq!(
-            p.current(at + Duration::from_secs(3)),
+            p.current(at + Duration::from_secs(5)),
             Duration::from_secs(2)
         );
-        // Two backed-off periods without a timeout: back to the base.
+        p.on_success(30 * MS, at + Duration::from_secs(5));
+        // Successes, and two backed-off periods without a timeout: back to the base.
         assert_eq!(
-            p.current(at + Duration::from_secs(4)),
+            p.current(at + Duration::from_secs(5) + 100 * MS),
             Duration::from_secs(1)
         );
         assert_eq!(p.state().backoff, None);

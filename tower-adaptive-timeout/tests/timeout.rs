@@ -1,0 +1,301 @@
+//! The adaptive timeout against tower-test mocks, in paused time.
+
+mod support;
+
+use damper_core::deadline::{Deadline, HasDeadline};
+use std::time::Duration;
+use support::{MS, Req, close};
+use tokio::time::{self, Instant};
+use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
+use tower_adaptive_timeout::error::{DeadlineExceeded, Elapsed};
+use tower_adaptive_timeout::{AdaptiveTimeout, AdaptiveTimeoutLayer, BoxError};
+use tower_test::mock::{self, Mock, spawn::Spawn};
+
+type Svc<R> = Spawn<AdaptiveTimeout<Mock<R, u32>>>;
+type Handle<R> = mock::Handle<R, u32>;
+
+/// Sends `req`; the dependency answers after `latency` unless the attempt is cut first.
+async fn attempt<R: HasDeadline + Send + 'static>(
+    svc: &mut Svc<R>,
+    handle: &mut Handle<R>,
+    req: R,
+    latency: Duration,
+) -> Result<u32, BoxError> {
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(req));
+    assert_pending!(fut.poll());
+    let (_, send) = handle
+        .next_request()
+        .await
+        .expect("request reached the mock");
+    time::advance(latency).await;
+    if !fut.is_woken() {
+        send.send_response(7);
+    }
+    assert_ready!(fut.poll())
+}
+
+fn elapsed(err: &BoxError) -> Duration {
+    err.downcast_ref::<Elapsed>()
+        .unwrap_or_else(|| panic!("not Elapsed: {err}"))
+        .timeout()
+}
+
+#[tokio::test(start_paused = true)]
+async fn responds_within_the_timeout() {
+    let (mut svc, mut handle) = mock::spawn_layer(AdaptiveTimeoutLayer::new());
+    let r = attempt(&mut svc, &mut handle, 1u32, 10 * MS).await;
+    assert_eq!(r.unwrap(), 7);
+}
+
+#[tokio::test(start_paused = true)]
+async fn times_out_at_the_fallback_with_elapsed() {
+    let layer = AdaptiveTimeoutLayer::builder()
+        .fallback(100 * MS)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer(layer);
+    let err = attempt(&mut svc, &mut handle, 1u32, 150 * MS)
+        .await
+        .unwrap_err();
+    assert_eq!(elapsed(&err), 100 * MS);
+    assert!(!err.is::<DeadlineExceeded>());
+    // Just under the timeout is fine.
+    assert!(attempt(&mut svc, &mut handle, 1u32, 99 * MS).await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn timeout_follows_the_observed_quantile() {
+    let layer = AdaptiveTimeoutLayer::new();
+    let (mut svc, mut handle) = mock::spawn_layer(layer.clone());
+    for _ in 0..200 {
+        attempt(&mut svc, &mut handle, 1u32, 20 * MS).await.unwrap();
+    }
+    // p99.9 = 20 ms, × 1.5.
+    let t = layer.current_timeout(Instant::now());
+    assert!(close(t, 30 * MS), "{t:?}");
+    assert!(attempt(&mut svc, &mut handle, 1u32, 25 * MS).await.is_ok());
+    let err = attempt(&mut svc, &mut handle, 1u32, 40 * MS)
+        .await
+        .unwrap_err();
+    assert!(close(elapsed(&err), 30 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn adapts_to_a_latency_step_above_the_timeout() {
+    let layer = AdaptiveTimeoutLayer::new();
+    let (mut svc, mut handle) = mock::spawn_layer(layer.clone());
+    for _ in 0..500 {
+        attempt(&mut svc, &mut handle, 1u32, 20 * MS).await.unwrap();
+    }
+    let before = layer.current_timeout(Instant::now());
+    assert!(before < 100 * MS, "{before:?}");
+
+    // The dependency now takes 100 ms, above the ~30 ms timeout: every attempt times out until
+    // the censored samples and the backoff lift the timeout.
+    let stepped = Instant::now();
+    let mut timeouts = 0;
+    while attempt(&mut svc, &mut handle, 1u32, 100 * MS)
+        .await
+        .is_err()
+    {
+        timeouts += 1;
+        assert!(timeouts <= 15, "not adapted after {timeouts} timeouts");
+    }
+    let took = stepped.elapsed();
+    assert!(took <= Duration::from_secs(1), "adapted after {took:?}");
+
+    // And it stays adapted: no false timeouts at the new latency.
+    for _ in 0..300 {
+        attempt(&mut svc, &mut handle, 1u32, 100 * MS)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_passes_the_ceiling() {
+    let layer = AdaptiveTimeoutLayer::builder()
+        .fallback(100 * MS)
+        .ceiling(200 * MS)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer(layer.clone());
+    // A hung dependency: backoff grows the timeout, up to the ceiling only.
+    for _ in 0..30 {
+        let err = attempt(&mut svc, &mut handle, 1u32, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(elapsed(&err) <= 200 * MS);
+    }
+    assert_eq!(layer.current_timeout(Instant::now()), 200 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn never_goes_below_the_floor() {
+    let layer = AdaptiveTimeoutLayer::builder()
+        .floor(50 * MS)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer(layer.clone());
+    for _ in 0..200 {
+        attempt(&mut svc, &mut handle, 1u32, MS).await.unwrap();
+    }
+    assert_eq!(layer.current_timeout(Instant::now()), 50 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_the_attempt() {
+    let layer = AdaptiveTimeoutLayer::new();
+    let (mut svc, mut handle) = mock::spawn_layer(layer.clone());
+    let req = Req::with_deadline(Deadline::after(Instant::now(), 30 * MS));
+    let err = attempt(&mut svc, &mut handle, req, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(err.is::<DeadlineExceeded>(), "{err}");
+    assert!(!err.is::<Elapsed>());
+    // The deadline fired at 30 ms, not the 1 s fallback; the policy learned nothing from it.
+    assert_eq!(layer.histogram().count(Instant::now()), 0);
+
+    // A distant deadline leaves the adaptive timeout in charge.
+    let req = Req::with_deadline(Deadline::after(Instant::now(), Duration::from_secs(60)));
+    let err = attempt(&mut svc, &mut handle, req, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(elapsed(&err), Duration::from_secs(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_expired_request_never_reaches_the_service() {
+    support::expired_request_fails_fast(AdaptiveTimeoutLayer::new());
+}
+
+#[tokio::test(start_paused = true)]
+async fn inner_errors_pass_through_unrecorded() {
+    let layer = AdaptiveTimeoutLayer::new();
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    send.send_error("connection reset");
+    let err = assert_ready!(fut.poll()).unwrap_err();
+    assert_eq!(err.to_string(), "connection reset");
+    assert!(!err.is::<Elapsed>() && !err.is::<DeadlineExceeded>());
+    // Fast failures would drag the quantile down: they are not recorded.
+    assert_eq!(layer.histogram().count(Instant::now()), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ready_response_needs_no_timer_and_is_recorded() {
+    let layer = AdaptiveTimeoutLayer::new();
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(1));
+    let (_, send) = handle.next_request().await.unwrap();
+    time::advance(5 * MS).await;
+    send.send_response(3);
+    // First poll: already answered.
+    assert_eq!(assert_ready!(fut.poll()).unwrap(), 3);
+    let now = Instant::now();
+    assert_eq!(layer.histogram().count(now), 1);
+    assert!(close(layer.histogram().quantile(1.0, now).unwrap(), 5 * MS));
+}
+
+#[tokio::test(start_paused = true)]
+async fn clones_share_one_policy() {
+    let layer = AdaptiveTimeoutLayer::new();
+    let (mut a, mut handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+    let b = a.get_ref().clone();
+    attempt(&mut a, &mut handle, 1, 5 * MS).await.unwrap();
+    assert_eq!(b.policy().histogram().count(Instant::now()), 1);
+    assert_eq!(layer.histogram().count(Instant::now()), 1);
+}
+
+#[test]
+fn invalid_configs_name_the_field() {
+    let e = AdaptiveTimeoutLayer::builder()
+        .floor(Duration::from_secs(2))
+        .ceiling(Duration::from_secs(1))
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "ceiling");
+    let e = AdaptiveTimeoutLayer::builder()
+        .quantile(2.0)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "quantile");
+    assert!(e.to_string().contains("quantile"));
+}
+
+#[test]
+fn metrics_are_counted() {
+    use damper_core::metrics as m;
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let layer = metrics::with_local_recorder(&recorder, || {
+        AdaptiveTimeoutLayer::builder()
+            .fallback(100 * MS)
+            .name("orders")
+            .build()
+            .unwrap()
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut svc, mut handle) = mock::spawn_layer::<Req, u32, _>(layer);
+        attempt(
+            &mut svc,
+            &mut handle,
+            Req::default(),
+            Duration::from_secs(1),
+        )
+        .await
+        .unwrap_err();
+        assert_ready_ok!(svc.poll_ready());
+        let expired = Req::with_deadline(Deadline::at(Instant::now()));
+        assert!(svc.call(expired).await.is_err());
+    });
+    let values: Vec<_> = snapshotter.snapshot().into_vec();
+    let find = |name: &str| {
+        values
+            .iter()
+            .find(|(key, ..)| {
+                key.key().name() == name
+                    && key
+                        .key()
+                        .labels()
+                        .any(|l| l.key() == m::LABEL_NAME && l.value() == "orders")
+            })
+            .map(|(.., v)| v)
+            .unwrap_or_else(|| panic!("{name} not registered"))
+    };
+    assert_eq!(find(m::TIMEOUT_ELAPSED_TOTAL), &DebugValue::Counter(1));
+    assert_eq!(find(m::DEADLINE_EXCEEDED_TOTAL), &DebugValue::Counter(1));
+    assert!(
+        matches!(find(m::TIMEOUT_CURRENT_SECONDS), DebugValue::Gauge(g) if g.into_inner() == 0.1)
+    );
+}
+
+#[cfg(feature = "serde")]
+#[test]
+fn config_deserializes_with_defaults_and_is_validated() {
+    use tower_adaptive_timeout::TimeoutConfig;
+    let cfg: TimeoutConfig =
+        serde_json::from_str(r#"{ "quantile": 0.99, "floor": { "secs": 0, "nanos": 5000000 } }"#)
+            .unwrap();
+    assert_eq!(cfg.quantile, 0.99);
+    assert_eq!(cfg.floor, 5 * MS);
+    assert_eq!(cfg.ceiling, TimeoutConfig::default().ceiling);
+    let bad: TimeoutConfig = serde_json::from_str(r#"{ "multiplier": 0.5 }"#).unwrap();
+    let e = AdaptiveTimeoutLayer::builder()
+        .config(bad)
+        .build()
+        .unwrap_err();
+    assert_eq!(e.field(), "multiplier");
+    assert!(serde_json::from_str::<TimeoutConfig>(r#"{ "quantiles": 0.5 }"#).is_err());
+}
