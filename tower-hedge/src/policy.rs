@@ -197,6 +197,47 @@ enum Mode {
     Fixed(Duration),
 }
 
+/// The one counter written by every request, striped over cache lines by thread: threads
+/// counting requests at once do not fight over one line, nor evict the read-mostly fields
+/// (delay cache, gate) every request reads. Reads sum the stripes.
+struct Striped([Stripe; STRIPES]);
+
+const STRIPES: usize = 8;
+
+#[repr(align(128))]
+struct Stripe(AtomicU64);
+
+impl Striped {
+    fn new() -> Self {
+        Self(std::array::from_fn(|_| Stripe(AtomicU64::new(0))))
+    }
+
+    fn increment(&self) {
+        self.0[stripe()].0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sum(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+/// This thread's stripe, assigned round-robin on first use.
+fn stripe() -> usize {
+    use std::cell::Cell;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) };
+    }
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = (NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES as u64) as usize;
+            s.set(i);
+        }
+        i
+    })
+}
+
 const WARM: u64 = 1 << 63;
 const NONE: u64 = u64::MAX;
 
@@ -218,7 +259,7 @@ pub struct HedgePolicy {
     gate: AtomicU64,
     /// The last delay handed out, in ns ([`NONE`] before any).
     last_delay: AtomicU64,
-    requests: AtomicU64,
+    requests: Striped,
     sent: AtomicU64,
     won: AtomicU64,
     denied: AtomicU64,
@@ -293,7 +334,7 @@ impl HedgePolicy {
             refresh_nanos: nanos(config.refresh).max(1),
             gate: AtomicU64::new(0),
             last_delay: AtomicU64::new(NONE),
-            requests: AtomicU64::new(0),
+            requests: Striped::new(),
             sent: AtomicU64::new(0),
             won: AtomicU64::new(0),
             denied: AtomicU64::new(0),
@@ -324,7 +365,7 @@ impl HedgePolicy {
     /// Counts a request arriving at `now`, funds the hedge budget with it, and returns the
     /// hedge delay if a hedge could be sent for it.
     pub fn on_request(&self, now: Instant) -> Option<Duration> {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.requests.increment();
         self.own.deposit();
         self.delay(now)
     }
@@ -474,7 +515,7 @@ impl HedgePolicy {
     /// The counters so far.
     pub fn stats(&self) -> HedgeStats {
         HedgeStats {
-            requests: self.requests.load(Ordering::Relaxed),
+            requests: self.requests.sum(),
             hedges_sent: self.sent.load(Ordering::Relaxed),
             hedges_won: self.won.load(Ordering::Relaxed),
             budget_denied: self.denied.load(Ordering::Relaxed),

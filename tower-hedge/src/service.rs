@@ -10,6 +10,10 @@ use tokio::time::Instant;
 use tower_service::Service;
 
 /// What every service built by one [`HedgeLayer`](crate::HedgeLayer) shares.
+///
+/// Aligned to a cache line so that, inside its `Arc`, the reference count (written by every
+/// request on every thread) does not share a line with the fields read per request.
+#[repr(align(128))]
 pub(crate) struct Shared<E, C> {
     pub(crate) policy: Arc<HedgePolicy>,
     pub(crate) eligible: E,

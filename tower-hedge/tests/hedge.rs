@@ -673,3 +673,4 @@ fn invalid_config_is_rejected_with_the_field() {
     let err = HedgeLayer::builder().max_hedges(0).build().unwrap_err();
     assert_eq!(err.field(), "max_hedges");
 }
+
