@@ -1,0 +1,224 @@
+//! Closed-state overhead of the breaker per call on a ready service, against peers, in one run.
+//!
+//! `one_task/*`: ns per call, one task on a current-thread runtime.
+//! `threads/*/1` and `threads/*/2`: the same loop on 1 or 2 std threads (each its own
+//! current-thread runtime, sharing one breaker); criterion's time is per loop iteration, i.e.
+//! per call on each thread, so two-thread scaling = 2 × t(1) / t(2).
+//!
+//! Run: `cargo bench -p tower-breaker --bench overhead -- --warm-up-time 1 --measurement-time 3`
+// Benchmarks measure wall-clock time with std's Instant (criterion's `iter_custom`).
+#![allow(clippy::disallowed_types, missing_docs)]
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use std::convert::Infallible;
+use std::future::{Ready, poll_fn, ready};
+use std::hint::black_box;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tower::{Layer, Service};
+use tower_breaker::{BreakerConfig, BreakerLayer};
+
+/// A service that is always ready and answers at once.
+#[derive(Clone, Copy)]
+struct Echo;
+
+impl Service<u64> for Echo {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+/// Same as `Echo` with a `String` error (tower-resilience needs `Send` errors; failsafe and
+/// recloser need an error type).
+#[derive(Clone, Copy)]
+struct EchoE;
+
+impl Service<u64> for EchoE {
+    type Response = u64;
+    type Error = std::io::Error;
+    type Future = Ready<Result<u64, std::io::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        ready(Ok(req))
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime")
+}
+
+/// One way of making `n` calls; cloned into each thread.
+trait Driver: Clone + Send + 'static {
+    fn run(&mut self, n: u64) -> impl std::future::Future<Output = ()>;
+}
+
+async fn drive<S>(svc: &mut S, n: u64)
+where
+    S: Service<u64, Response = u64>,
+    S::Error: std::fmt::Debug,
+{
+    for i in 0..n {
+        poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
+        black_box(svc.call(i).await.unwrap());
+    }
+}
+
+#[derive(Clone)]
+struct Baseline(Echo);
+impl Driver for Baseline {
+    async fn run(&mut self, n: u64) {
+        drive(&mut self.0, n).await
+    }
+}
+
+#[derive(Clone)]
+struct Damper(tower_breaker::Breaker<Echo>);
+impl Driver for Damper {
+    async fn run(&mut self, n: u64) {
+        drive(&mut self.0, n).await
+    }
+}
+
+#[derive(Clone)]
+struct Failsafe(
+    failsafe::StateMachine<
+        failsafe::failure_policy::OrElse<
+            failsafe::failure_policy::SuccessRateOverTimeWindow<failsafe::backoff::EqualJittered>,
+            failsafe::failure_policy::ConsecutiveFailures<failsafe::backoff::EqualJittered>,
+        >,
+        (),
+    >,
+    EchoE,
+);
+impl Driver for Failsafe {
+    async fn run(&mut self, n: u64) {
+        use failsafe::futures::CircuitBreaker;
+        for i in 0..n {
+            poll_fn(|cx| self.1.poll_ready(cx)).await.unwrap();
+            black_box(self.0.call(self.1.call(i)).await.unwrap());
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Recloser(recloser::AsyncRecloser, EchoE);
+impl Driver for Recloser {
+    async fn run(&mut self, n: u64) {
+        for i in 0..n {
+            poll_fn(|cx| self.1.poll_ready(cx)).await.unwrap();
+            black_box(self.0.call(self.1.call(i)).await.unwrap());
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Resilience(
+    tower_resilience::circuitbreaker::CircuitBreaker<
+        EchoE,
+        tower_resilience::circuitbreaker::DefaultClassifier,
+    >,
+);
+impl Driver for Resilience {
+    async fn run(&mut self, n: u64) {
+        drive(&mut self.0, n).await
+    }
+}
+
+fn drivers() -> (Baseline, Damper, Failsafe, Recloser, Resilience) {
+    let damper = BreakerLayer::new(BreakerConfig::default()).layer(Echo);
+    let failsafe = failsafe::Config::new().build();
+    let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
+    let resilience = tower_resilience::circuitbreaker::CircuitBreakerLayer::builder()
+        .build()
+        .unwrap()
+        .layer_fn(EchoE);
+    (
+        Baseline(Echo),
+        Damper(damper),
+        Failsafe(failsafe, EchoE),
+        Recloser(recloser, EchoE),
+        Resilience(resilience),
+    )
+}
+
+fn one_task<D: Driver>(c: &mut Criterion, name: &str, driver: D) {
+    let rt = runtime();
+    c.bench_function(&format!("one_task/{name}"), |b| {
+        let mut d = driver.clone();
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                d.run(iters).await;
+                start.elapsed()
+            })
+        })
+    });
+}
+
+fn threads<D: Driver>(c: &mut Criterion, name: &str, driver: D) {
+    let mut g = c.benchmark_group(format!("threads/{name}"));
+    for threads in [1usize, 2] {
+        g.bench_with_input(
+            BenchmarkId::from_parameter(threads),
+            &threads,
+            |b, &threads| {
+                b.iter_custom(|iters| {
+                    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+                    let handles: Vec<_> = (0..threads)
+                        .map(|_| {
+                            let mut d = driver.clone();
+                            let barrier = barrier.clone();
+                            std::thread::spawn(move || {
+                                let rt = runtime();
+                                barrier.wait();
+                                rt.block_on(d.run(iters));
+                            })
+                        })
+                        .collect();
+                    barrier.wait();
+                    let start = Instant::now();
+                    for h in handles {
+                        h.join().unwrap();
+                    }
+                    start.elapsed()
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    let (base, damper, failsafe, recloser, resilience) = drivers();
+    one_task(c, "baseline", base.clone());
+    one_task(c, "damper", damper.clone());
+    one_task(c, "failsafe", failsafe.clone());
+    one_task(c, "recloser", recloser.clone());
+    one_task(c, "tower_resilience", resilience.clone());
+    threads(c, "baseline", base);
+    threads(c, "damper", damper);
+    threads(c, "failsafe", failsafe);
+    threads(c, "recloser", recloser);
+    threads(c, "tower_resilience", resilience);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_secs(1));
+    targets = bench
+}
+criterion_main!(benches);
