@@ -23,11 +23,22 @@ use std::time::Duration;
 /// | `growth_window` | 500 ms | |
 /// | `backoff_after` | 3 | consecutive timeouts (with no success between) that count as "the latency moved above the timeout" |
 /// | `backoff_factor` | 2.0 | TCP doubles its RTO on each timeout |
+/// | `max_samples_per_sec` | 2000 | above this rate latencies are sampled (see below): 20 000 samples per 10 s window still put 20 above p99.9 |
 ///
 /// # Why `multiplier` must be at least 1
 /// Timed-out attempts are recorded at the timeout value (they are censored samples). With a
 /// multiplier below one, a run of timeouts would pull the quantile down to the timeout, and the
 /// next timeout below it: the timeout would ratchet down to the floor.
+///
+/// # Sampling
+/// Measuring an attempt's latency costs a clock read and a histogram update, and reporting it
+/// costs a reference count. At rates where that matters the quantile does not need every
+/// sample, so above `max_samples_per_sec` the policy learns from one attempt in 2ⁿ, `n` chosen
+/// at each refresh from the observed rate. Which attempts are sampled is decided by a hash of
+/// their start time, so it is independent of their latency and of their outcome: the sampled
+/// stream has the same latency distribution and the same proportion of timeouts, and every
+/// rule (quantile, censoring, consecutive-timeout backoff) runs on it unchanged. Every attempt
+/// still gets the timeout, and every timeout is still counted in the metrics.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[cfg_attr(
     feature = "serde",
@@ -57,6 +68,8 @@ pub struct TimeoutConfig {
     pub backoff_after: u32,
     /// How much one backoff step multiplies the timeout (finite, `> 1`).
     pub backoff_factor: f64,
+    /// Above this many attempts per second, measure only a sample of them (`≥ 1`).
+    pub max_samples_per_sec: u32,
 }
 
 impl Default for TimeoutConfig {
@@ -73,6 +86,7 @@ impl Default for TimeoutConfig {
             growth_window: Duration::from_millis(500),
             backoff_after: 3,
             backoff_factor: 2.0,
+            max_samples_per_sec: 2000,
         }
     }
 }
@@ -116,6 +130,9 @@ impl TimeoutConfig {
         }
         if !(self.backoff_factor.is_finite() && self.backoff_factor > 1.0) {
             return Err(err("backoff_factor", "must be finite and greater than 1"));
+        }
+        if self.max_samples_per_sec == 0 {
+            return Err(err("max_samples_per_sec", "must be at least 1"));
         }
         Ok(())
     }

@@ -60,10 +60,10 @@ pub trait DeadlineHeaders: HasDeadline {
         None
     }
 
-    /// Sets the outgoing `grpc-timeout` header to `value` (already encoded), replacing any
-    /// previous value.
-    fn set_grpc_timeout(&mut self, value: &str) {
-        let _ = value;
+    /// Sets the outgoing `grpc-timeout` header to `remaining` (encode it with
+    /// [`grpc_timeout::encode`]), replacing any previous value.
+    fn set_grpc_timeout(&mut self, remaining: Duration) {
+        let _ = remaining;
     }
 }
 
@@ -100,8 +100,8 @@ impl<B> DeadlineHeaders for http::Request<B> {
             .map(http::HeaderValue::as_bytes)
     }
 
-    fn set_grpc_timeout(&mut self, value: &str) {
-        if let Ok(v) = http::HeaderValue::from_str(value) {
+    fn set_grpc_timeout(&mut self, remaining: Duration) {
+        if let Ok(v) = http::HeaderValue::try_from(grpc_timeout::encode(remaining)) {
             self.headers_mut()
                 .insert(http::HeaderName::from_static(grpc_timeout::HEADER), v);
         }
@@ -310,7 +310,7 @@ where
         }
         req.set_deadline(deadline);
         if s.propagate {
-            req.set_grpc_timeout(&grpc_timeout::encode(deadline.remaining(now)));
+            req.set_grpc_timeout(deadline.remaining(now));
         }
         future::ResponseFuture::new(
             self.inner.call(req),

@@ -5,6 +5,7 @@ use crate::service::Shared;
 use crate::timer::Timer;
 use damper_core::BoxError;
 use damper_core::error::{DeadlineExceeded, Elapsed};
+use metrics::Counter;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
@@ -40,10 +41,20 @@ pin_project! {
             timer: Timer,
             start: Instant,
             attempt: Attempt,
-            shared: Arc<Shared>,
+            observer: Observer,
         },
         Failed { error: Failure },
     }
+}
+
+/// Who hears about the attempt's outcome.
+enum Observer {
+    /// A sampled attempt: the policy learns from it.
+    Policy(Arc<Shared>),
+    /// Not sampled: only its metric counts it if its timer fires (`Elapsed`, or
+    /// `DeadlineExceeded` if the deadline bounds the attempt). No reference count is taken
+    /// unless a metrics recorder is installed.
+    Metric(Counter),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -62,7 +73,12 @@ impl Failure {
 }
 
 impl<F> ResponseFuture<F> {
-    pub(crate) fn new(inner: F, start: Instant, attempt: Attempt, shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(inner: F, start: Instant, attempt: Attempt, shared: &Arc<Shared>) -> Self {
+        let observer = if attempt.sampled() {
+            Observer::Policy(shared.clone())
+        } else {
+            Observer::Metric(shared.counter_for(&attempt).clone())
+        };
         Self {
             state: State::Running {
                 inner,
@@ -71,7 +87,7 @@ impl<F> ResponseFuture<F> {
                 },
                 start,
                 attempt,
-                shared,
+                observer,
             },
         }
     }
@@ -114,22 +130,29 @@ where
                 timer,
                 start,
                 attempt,
-                shared,
+                observer,
             } => {
                 if let Poll::Ready(result) = inner.poll(cx) {
-                    if result.is_ok() {
+                    if let (Ok(_), Observer::Policy(shared)) = (&result, &*observer) {
                         let now = Instant::now();
                         shared.on_success(now.saturating_duration_since(*start), now);
                     }
                     return Poll::Ready(result.map_err(Into::into));
                 }
                 ready!(timer.poll_fire(cx));
+                match observer {
+                    Observer::Metric(counter) => counter.increment(1),
+                    Observer::Policy(shared) if attempt.limited_by_deadline() => {
+                        shared.on_deadline_exceeded();
+                    }
+                    // The timer fired at exactly this instant: no need to read the clock.
+                    Observer::Policy(shared) => {
+                        shared.on_timeout(attempt, *start + attempt.timeout());
+                    }
+                }
                 if attempt.limited_by_deadline() {
-                    shared.on_deadline_exceeded();
                     Failure::Deadline
                 } else {
-                    // The timer fired at exactly this instant: no need to read the clock.
-                    shared.on_timeout(attempt, *start + attempt.timeout());
                     Failure::Elapsed(attempt.timeout())
                 }
             }

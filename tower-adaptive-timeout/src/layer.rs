@@ -144,6 +144,8 @@ impl AdaptiveTimeoutBuilder {
         backoff_after: u32;
         /// The factor of one backoff step. Default 2.
         backoff_factor: f64;
+        /// Above this many attempts per second, latencies are sampled. Default 2000.
+        max_samples_per_sec: u32;
     }
 
     /// Learns from a shared histogram instead of a new one (10 s window). Share it with a hedge

@@ -26,6 +26,11 @@
 //! - **anti-ratchet**: within one `growth_window` the effective timeout never exceeds
 //!   `max_growth ×` its value when the window began. Decreases are immediate.
 //! - **ceiling and floor** bound everything; the request's deadline bounds each attempt.
+//! - **sampling**: above `max_samples_per_sec`, the policy learns from a uniform sample of the
+//!   attempts only: those whose start time hashes into a 1-in-2ⁿ bucket
+//!   ([`Attempt::sampled`]). Every rule above then runs on the thinned stream, which has the
+//!   same latency distribution and the same proportion of timeouts; see
+//!   [`TimeoutConfig`](crate::TimeoutConfig#sampling).
 
 use crate::config::TimeoutConfig;
 use crate::error::ConfigError;
@@ -55,6 +60,7 @@ pub struct Attempt {
     generation: u64,
     limited_by_deadline: bool,
     refreshed: bool,
+    sampled: bool,
 }
 
 impl Attempt {
@@ -84,6 +90,13 @@ impl Attempt {
     /// Whether this decision recomputed the base timeout (a good moment to publish a gauge).
     pub const fn refreshed(&self) -> bool {
         self.refreshed
+    }
+
+    /// Whether the policy learns from this attempt. Only sampled attempts are to be reported
+    /// with [`AdaptivePolicy::on_success`] and [`AdaptivePolicy::on_timeout`]; the others need
+    /// no clock read and no report.
+    pub const fn sampled(&self) -> bool {
+        self.sampled
     }
 }
 
@@ -125,6 +138,12 @@ pub struct AdaptivePolicy {
     last_timeout: AtomicU64,
     /// Whether an attempt succeeded since the latest timeout.
     succeeded: AtomicBool,
+    /// Attempts are sampled one in `2^sample_shift`.
+    sample_shift: AtomicU64,
+    /// Sampled attempts since the last refresh.
+    sampled: AtomicU64,
+    /// Nanoseconds since `origin` of the last refresh.
+    last_refresh: AtomicU64,
     growth_epoch: AtomicU64,
     /// The most the effective timeout may reach in the current growth window.
     growth_cap: AtomicU64,
@@ -177,6 +196,9 @@ impl AdaptivePolicy {
             run: AtomicU64::new(0),
             last_timeout: AtomicU64::new(0),
             succeeded: AtomicBool::new(false),
+            sample_shift: AtomicU64::new(0),
+            sampled: AtomicU64::new(0),
+            last_refresh: AtomicU64::new(0),
             growth_epoch: AtomicU64::new(0),
             growth_cap: AtomicU64::new(scale(fallback, config.max_growth).min(ceiling)),
             cfg: config,
@@ -193,17 +215,22 @@ impl AdaptivePolicy {
         &self.histogram
     }
 
+    #[inline]
     fn since(&self, now: Instant) -> u64 {
         nanos(now.saturating_duration_since(self.origin))
     }
 
+    #[inline]
     fn effective(&self) -> u64 {
         self.base.load(Relaxed).max(self.backoff.load(Relaxed))
     }
 
     /// Decides the timeout of an attempt sent at `now` for a request with `deadline`.
+    #[inline]
     pub fn decide(&self, now: Instant, deadline: Option<Deadline>) -> Decision {
-        let refreshed = self.refresh(now);
+        let t = self.since(now);
+        let refreshed = self.refresh(t, now);
+        let sampled = self.sample(t);
         let adaptive = Duration::from_nanos(self.effective());
         let generation = self.generation.load(Relaxed);
         let (timeout, limited_by_deadline) = match deadline {
@@ -226,12 +253,25 @@ impl AdaptivePolicy {
             generation,
             limited_by_deadline,
             refreshed,
+            sampled,
         })
+    }
+
+    /// Whether an attempt starting at `t` is measured: always below the sampling rate, else
+    /// when the top `shift` bits of a multiplicative hash of `t` are zero.
+    #[inline]
+    fn sample(&self, t: u64) -> bool {
+        let shift = self.sample_shift.load(Relaxed);
+        let sampled = shift == 0 || t.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - shift) == 0;
+        if sampled {
+            self.sampled.fetch_add(1, Relaxed);
+        }
+        sampled
     }
 
     /// The timeout an attempt sent at `now` without a deadline would get.
     pub fn current(&self, now: Instant) -> Duration {
-        self.refresh(now);
+        self.refresh(self.since(now), now);
         Duration::from_nanos(self.effective())
     }
 
@@ -246,7 +286,7 @@ impl AdaptivePolicy {
         }
     }
 
-    /// An attempt completed successfully after `latency`, at `now`.
+    /// A sampled attempt completed successfully after `latency`, at `now`.
     pub fn on_success(&self, latency: Duration, now: Instant) {
         if self.record {
             self.histogram.record(latency, now);
@@ -260,9 +300,9 @@ impl AdaptivePolicy {
         }
     }
 
-    /// `attempt` timed out at `now` (its adaptive timeout, not the deadline, fired). Records the
-    /// censored sample and counts towards a backoff step; returns the new effective timeout if
-    /// this call took a step that raised it.
+    /// A sampled `attempt` timed out at `now` (its adaptive timeout, not the deadline, fired).
+    /// Records the censored sample and counts towards a backoff step; returns the new effective
+    /// timeout if this call took a step that raised it.
     pub fn on_timeout(&self, attempt: &Attempt, now: Instant) -> Option<Duration> {
         if attempt.limited_by_deadline {
             // The deadline cut the attempt short: it says nothing about the dependency.
@@ -271,7 +311,7 @@ impl AdaptivePolicy {
         let t = self.since(now);
         self.last_timeout.fetch_max(t, Relaxed);
         self.succeeded.store(false, Relaxed);
-        self.refresh(now);
+        self.refresh(t, now);
         if self.record {
             self.histogram.record(attempt.timeout, now);
         }
@@ -298,13 +338,38 @@ impl AdaptivePolicy {
         Some(Duration::from_nanos(next))
     }
 
-    /// Recomputes the base if a refresh is due at `now`; returns whether this call did it.
-    fn refresh(&self, now: Instant) -> bool {
-        let t = self.since(now);
-        let due = self.next_refresh.load(Relaxed);
-        if t < due {
-            return false;
+    /// Picks the sampling shift from the rate observed since the last refresh. Called by the
+    /// refresh winner only.
+    fn resample(&self, t: u64) {
+        let elapsed = t.saturating_sub(self.last_refresh.swap(t, Relaxed));
+        let sampled = self.sampled.swap(0, Relaxed);
+        if elapsed == 0 {
+            return;
         }
+        let shift = self.sample_shift.load(Relaxed);
+        let rate = sampled as f64 * (1u64 << shift) as f64 * 1e9 / elapsed as f64;
+        let ratio = rate / f64::from(self.cfg.max_samples_per_sec);
+        let want = if ratio <= 1.0 {
+            0
+        } else {
+            (ratio.log2().ceil() as u64).min(40)
+        };
+        if want != shift {
+            self.sample_shift.store(want, Relaxed);
+        }
+    }
+
+    /// Recomputes the base if a refresh is due at `now` (`t` after the origin); returns whether
+    /// this call did it.
+    #[inline]
+    fn refresh(&self, t: u64, now: Instant) -> bool {
+        let due = self.next_refresh.load(Relaxed);
+        t >= due && self.refresh_slow(t, due, now)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn refresh_slow(&self, t: u64, due: u64, now: Instant) -> bool {
         // Refresh again after `refresh`, and always at the next growth-window boundary, so the
         // window rolls over before anything else happens in it.
         let epoch = t / self.growth_window;
@@ -317,6 +382,7 @@ impl AdaptivePolicy {
         {
             return false;
         }
+        self.resample(t);
         if epoch != self.growth_epoch.load(Relaxed) {
             self.growth_epoch.store(epoch, Relaxed);
             let cap = scale(self.effective(), self.cfg.max_growth).min(self.ceiling);
@@ -642,6 +708,47 @@ mod tests {
     }
 
     #[test]
+    fn samples_at_high_rates_without_bias() {
+        let t0 = Instant::now();
+        let cfg = TimeoutConfig {
+            max_samples_per_sec: 1000,
+            ..TimeoutConfig::default()
+        };
+        let p = policy(cfg, t0);
+        // 100 000 attempts per second for 3 s, latencies cycling through 1..=1000 µs.
+        let (mut sampled, mut total) = (0u64, 0u64);
+        for i in 0..300_000u64 {
+            let now = t0 + Duration::from_micros(10 * i);
+            let a = attempt(&p, now);
+            let latency = Duration::from_micros(1 + i % 1000);
+            if a.sampled() {
+                p.on_success(latency, now);
+            }
+            if i >= 200_000 {
+                total += 1;
+                sampled += u64::from(a.sampled());
+            }
+        }
+        // In the last second the sampled rate is within 2× of the target (the shift is a
+        // power of two).
+        assert!((500..=2000).contains(&sampled), "{sampled} of {total}");
+        // Sampling is independent of latency: the quantiles are unchanged.
+        let now = t0 + Duration::from_secs(3);
+        let q = p.histogram().quantile(0.999, now).unwrap();
+        assert!(close(q, Duration::from_micros(999)), "{q:?}");
+        let median = p.histogram().quantile(0.5, now).unwrap();
+        assert!(
+            median.abs_diff(Duration::from_micros(500)) < Duration::from_micros(40),
+            "{median:?}"
+        );
+        // The rate falls: every attempt is measured again.
+        let later = now + Duration::from_secs(1);
+        p.current(later);
+        p.current(later + 100 * MS);
+        assert!(attempt(&p, later + 101 * MS).sampled());
+    }
+
+    #[test]
     fn invalid_configs_name_the_field() {
         let d = TimeoutConfig::default;
         let cases: Vec<(TimeoutConfig, &str)> = vec![
@@ -743,6 +850,13 @@ mod tests {
                     ..d()
                 },
                 "backoff_factor",
+            ),
+            (
+                TimeoutConfig {
+                    max_samples_per_sec: 0,
+                    ..d()
+                },
+                "max_samples_per_sec",
             ),
         ];
         for (cfg, field) in cases {

@@ -59,6 +59,15 @@ impl Shared {
         }
     }
 
+    /// The counter an attempt's timer increments when it fires.
+    pub(crate) fn counter_for(&self, attempt: &Attempt) -> &Counter {
+        if attempt.limited_by_deadline() {
+            &self.deadline_exceeded
+        } else {
+            &self.elapsed
+        }
+    }
+
     pub(crate) fn on_deadline_exceeded(&self) {
         self.deadline_exceeded.increment(1);
     }
@@ -130,7 +139,7 @@ where
                     self.shared.current.set(attempt.adaptive().as_secs_f64());
                 }
                 let inner = self.inner.call(req);
-                ResponseFuture::new(inner, now, attempt, self.shared.clone())
+                ResponseFuture::new(inner, now, attempt, &self.shared)
             }
         }
     }

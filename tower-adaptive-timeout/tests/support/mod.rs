@@ -53,8 +53,8 @@ impl DeadlineHeaders for Req {
         self.incoming.as_deref()
     }
 
-    fn set_grpc_timeout(&mut self, value: &str) {
-        self.outgoing = Some(value.to_owned());
+    fn set_grpc_timeout(&mut self, remaining: Duration) {
+        self.outgoing = Some(damper_core::deadline::grpc_timeout::encode(remaining));
     }
 }
 
