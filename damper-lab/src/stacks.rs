@@ -1,0 +1,254 @@
+//! Every stack the lab compares, built in one place.
+//!
+//! A stack is a [`Stack`]: it may wrap each replica on the server side, and it wraps each
+//! client's view of the backend on the client side. The driver adds the deadline (the
+//! outermost `timeout_at`) itself, so `none` is "deadline only".
+//!
+//! To add a stack (e.g. `damped` once the damper layers land): implement [`Stack`] and add it
+//! to [`registry`]. A stack whose crates do not exist yet is simply not registered, and so left
+//! out of the report.
+
+use crate::model::Req;
+use crate::probe::{Probes, counting};
+use crate::scenario::Scenario;
+use damper_core::BoxError;
+use std::future::{Ready, ready};
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceBuilder;
+use tower::buffer::Buffer;
+use tower::hedge::Hedge;
+use tower::limit::ConcurrencyLimitLayer;
+use tower::load_shed::LoadShedLayer;
+use tower::retry::budget::{Budget, TpsBudget};
+use tower::retry::{Policy, RetryLayer};
+use tower::timeout::TimeoutLayer;
+use tower::util::BoxCloneService;
+
+/// The type every stack consumes and produces.
+pub type BoxSvc = BoxCloneService<Req, (), BoxError>;
+
+/// Bound of the `Buffer`s that make unclonable services (balancer, hedge) shareable. Large, so
+/// it never pushes back on the open-loop load by itself.
+pub const BUFFER: usize = 1 << 16;
+
+/// What a stack gets to know when it is built.
+#[derive(Debug)]
+pub struct StackCtx<'a> {
+    /// The scenario being run.
+    pub scenario: &'a Scenario,
+    /// The client being built (0-based), or the replica for [`Stack::server`].
+    pub index: u32,
+    /// A seed for this stack instance (derive, never share, RNGs from it).
+    pub seed: u64,
+    /// Call counters for metrics the layers do not export themselves.
+    pub probes: &'a Probes,
+}
+
+/// One way of protecting calls, compared with the others on the same arrivals.
+pub trait Stack: Send + Sync {
+    /// Its name in the report.
+    fn name(&self) -> &'static str;
+
+    /// Wraps one replica on the server side (shared by every client). Default: unchanged.
+    fn server(&self, _ctx: &StackCtx<'_>, replica: BoxSvc) -> BoxSvc {
+        replica
+    }
+
+    /// Wraps one client's view of the backend.
+    fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc;
+}
+
+/// Every stack that exists, in report order.
+pub fn registry() -> Vec<Box<dyn Stack>> {
+    vec![
+        Box::new(NoneStack),
+        Box::new(NaiveStack),
+        Box::new(TowerStack),
+    ]
+}
+
+/// `none`: nothing but the deadline.
+#[derive(Debug, Clone, Copy)]
+pub struct NoneStack;
+
+impl Stack for NoneStack {
+    fn name(&self) -> &'static str {
+        "none"
+    }
+
+    fn client(&self, _ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
+        backend
+    }
+}
+
+/// `naive`: a fixed per-attempt timeout and immediate retries of every failure.
+#[derive(Debug, Clone, Copy)]
+pub struct NaiveStack;
+
+/// Retries any failure at once, up to a count.
+#[derive(Debug, Clone, Copy)]
+pub struct ImmediateRetries {
+    left: u32,
+}
+
+impl Policy<Req, (), BoxError> for ImmediateRetries {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<(), BoxError>) -> Option<Ready<()>> {
+        if result.is_ok() || self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        Some(ready(()))
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+impl Stack for NaiveStack {
+    fn name(&self) -> &'static str {
+        "naive"
+    }
+
+    fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
+        let n = ctx.scenario.naive;
+        BoxCloneService::new(
+            ServiceBuilder::new()
+                .layer(RetryLayer::new(ImmediateRetries { left: n.retries }))
+                .layer(TimeoutLayer::new(Duration::from_secs_f64(
+                    n.timeout_ms / 1e3,
+                )))
+                .service(backend),
+        )
+    }
+}
+
+/// `tower`: tower's own layers, as the scenario's `[tower]` table calls for.
+///
+/// Client side, outermost first: `Retry` (TpsBudget) → `Hedge` → `LoadShed` →
+/// `ConcurrencyLimit` → `Timeout`. Server side: `LoadShed` → `ConcurrencyLimit` per replica.
+#[derive(Debug, Clone, Copy)]
+pub struct TowerStack;
+
+/// Retries failures while tower's `TpsBudget` allows; never retries a local load-shed
+/// rejection.
+#[derive(Debug, Clone)]
+pub struct BudgetRetries {
+    budget: Arc<TpsBudget>,
+    left: u32,
+}
+
+impl Policy<Req, (), BoxError> for BudgetRetries {
+    type Future = Ready<()>;
+
+    fn retry(&mut self, _req: &mut Req, result: &mut Result<(), BoxError>) -> Option<Ready<()>> {
+        match result {
+            Ok(()) => {
+                self.budget.deposit();
+                None
+            }
+            Err(e) if e.is::<tower::load_shed::error::Overloaded>() => None,
+            Err(_) => {
+                if self.left == 0 || !self.budget.withdraw() {
+                    return None;
+                }
+                self.left -= 1;
+                Some(ready(()))
+            }
+        }
+    }
+
+    fn clone_request(&mut self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+}
+
+/// Hedges every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HedgeAll;
+
+impl tower::hedge::Policy<Req> for HedgeAll {
+    fn clone_request(&self, req: &Req) -> Option<Req> {
+        Some(req.clone())
+    }
+
+    fn can_retry(&self, _req: &Req) -> bool {
+        true
+    }
+}
+
+impl Stack for TowerStack {
+    fn name(&self) -> &'static str {
+        "tower"
+    }
+
+    fn server(&self, ctx: &StackCtx<'_>, replica: BoxSvc) -> BoxSvc {
+        match ctx.scenario.tower.server_limit {
+            Some(limit) => BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(LoadShedLayer::new())
+                    .layer(ConcurrencyLimitLayer::new(limit as usize))
+                    .service(replica),
+            ),
+            None => replica,
+        }
+    }
+
+    fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
+        let t = ctx.scenario.tower;
+        let mut svc = backend;
+        if t.timeout_ms > 0.0 {
+            svc = BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(TimeoutLayer::new(Duration::from_secs_f64(
+                        t.timeout_ms / 1e3,
+                    )))
+                    .service(svc),
+            );
+        }
+        if let Some(limit) = t.concurrency_limit {
+            svc = BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(LoadShedLayer::new())
+                    .layer(ConcurrencyLimitLayer::new(limit as usize))
+                    .service(svc),
+            );
+        }
+        if let Some(h) = t.hedge {
+            let inner = ServiceBuilder::new()
+                .map_request(counting::<Req>(ctx.probes.hedge_inner.clone()))
+                .service(svc);
+            let hedge = Hedge::new::<Req>(
+                inner,
+                HedgeAll,
+                h.min_data_points,
+                h.percentile as f32,
+                Duration::from_secs_f64(h.period_s),
+            );
+            svc = BoxCloneService::new(
+                ServiceBuilder::new()
+                    .map_request(counting::<Req>(ctx.probes.hedge_outer.clone()))
+                    .service(Buffer::new(hedge, BUFFER)),
+            );
+        }
+        if t.retry_percent > 0.0 {
+            let budget = Arc::new(TpsBudget::new(
+                Duration::from_secs(10),
+                10,
+                (t.retry_percent / 100.0) as f32,
+            ));
+            svc = BoxCloneService::new(
+                ServiceBuilder::new()
+                    .layer(RetryLayer::new(BudgetRetries {
+                        budget,
+                        left: t.max_retries,
+                    }))
+                    .service(svc),
+            );
+        }
+        svc
+    }
+}

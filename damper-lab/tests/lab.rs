@@ -1,0 +1,74 @@
+//! End-to-end: the catalog parses, runs are deterministic, and the baselines reproduce the
+//! known pathologies on a small scale.
+
+use damper_lab::scenario::{expand, parse};
+use damper_lab::{Options, catalog, load_scenarios, run_scenarios};
+
+const SMALL: &str = r#"
+name = "small"
+duration_s = 24
+[backend]
+workers = 6
+median_ms = 10
+p99_ms = 50
+[load]
+rate = 200
+deadline_ms = 800
+[load.impatient]
+fraction = 0.5
+pause_ms = 300
+[[faults]]
+start_s = 8
+end_s = 12
+error_probability = 0.5
+latency_multiplier = 3.0
+"#;
+
+#[test]
+fn the_catalog_parses_and_has_every_scenario() {
+    let scenarios = load_scenarios(&Options::default()).expect("catalog parses");
+    let names: Vec<&str> = scenarios.iter().map(|s| s.name.as_str()).collect();
+    for want in [
+        "outage",
+        "partial",
+        "blackout",
+        "brownout",
+        "overload",
+        "metastable/load85-trigger10s",
+        "metastable/load50-trigger2s",
+        "tail",
+        "flapping",
+        "regime-shift",
+        "fleet",
+    ] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    assert_eq!(catalog().len(), 10);
+}
+
+#[test]
+fn same_seed_gives_identical_json_quick() {
+    let file = parse(SMALL, "small.toml").unwrap();
+    let scenarios = expand(&file, true);
+    let a = run_scenarios(&scenarios, 42, 2).to_json();
+    let b = run_scenarios(&scenarios, 42, 1).to_json();
+    assert_eq!(a, b);
+    let c = run_scenarios(&scenarios, 43, 2).to_json();
+    assert_ne!(a, c, "a different seed should change something");
+    assert!(a.starts_with("{\n  \"scenarios\": ["));
+}
+
+#[test]
+fn naive_retries_amplify_an_outage() {
+    let text = SMALL
+        .replace("error_probability = 0.5", "error_probability = 1.0")
+        .replace("latency_multiplier = 3.0\n", "")
+        .replace("[load.impatient]\nfraction = 0.5\npause_ms = 300\n", "");
+    let scenarios = expand(&parse(&text, "o.toml").unwrap(), true);
+    let report = run_scenarios(&scenarios, 1, 2);
+    let stacks = &report.scenarios[0].stacks;
+    let get = |n: &str| &stacks.iter().find(|s| s.name == n).unwrap().metrics;
+    assert!(get("naive").amplification >= 3.5, "{:?}", get("naive"));
+    assert!(get("none").amplification <= 1.0 + 1e-9);
+    assert!(get("tower").amplification < 2.0, "{:?}", get("tower"));
+}
