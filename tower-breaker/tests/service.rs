@@ -1,0 +1,312 @@
+//! The service: fail-fast and gate modes, probes, drop guards, fallback, handle, keyed.
+
+use damper_core::classify::{Failure, FailureKind, Outcome};
+use damper_core::error::{BoxError, CircuitOpen};
+use std::time::Duration;
+use tokio_test::{assert_pending, assert_ready, assert_ready_ok};
+use tower::{Layer, Service, ServiceExt, service_fn};
+use tower_breaker::config::BreakerConfigBuilder;
+use tower_breaker::{BreakerConfig, BreakerLayer, KeyedBreakerLayer, Mode, Reason, State};
+use tower_test::{assert_request_eq, mock};
+
+fn cfg() -> BreakerConfigBuilder {
+    BreakerConfig::builder()
+        .min_requests(3)
+        .open_min(Duration::from_secs(1))
+        .open_jitter(0.0)
+        .seed(1)
+}
+
+fn open_err(err: BoxError) -> CircuitOpen {
+    *err.downcast_ref::<CircuitOpen>()
+        .unwrap_or_else(|| panic!("expected CircuitOpen, got {err}"))
+}
+
+/// Fails three calls through the mock, tripping a `cfg()` breaker.
+async fn trip<S>(svc: &mut mock::Spawn<S>, handle: &mut mock::Handle<&'static str, &'static str>)
+where
+    S: tower::Service<&'static str, Response = &'static str, Error = BoxError>,
+{
+    for _ in 0..3 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call("fail");
+        assert_request_eq!(handle, "fail").send_error("boom");
+        assert!(fut.await.is_err());
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_fast_rejects_while_open_and_probes_when_due() {
+    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    trip(&mut svc, &mut handle).await;
+    assert_eq!(breaker.state(), State::Open);
+
+    // Ready from the breaker's side; the call fails at once without reaching the backend.
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("refused").await.unwrap_err();
+    assert_eq!(open_err(err).next_probe_in(), Duration::from_secs(1));
+
+    tokio::time::advance(Duration::from_millis(400)).await;
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("refused").await.unwrap_err();
+    assert_eq!(open_err(err).next_probe_in(), Duration::from_millis(600));
+
+    // The probe is due: one call goes through (the refused ones never did).
+    tokio::time::advance(Duration::from_millis(600)).await;
+    assert_ready_ok!(svc.poll_ready());
+    let probe = svc.call("probe");
+    assert_eq!(breaker.state(), State::HalfOpen);
+    // A second call while the probe is in flight is refused; no probe time to wait for.
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("refused").await.unwrap_err();
+    assert_eq!(open_err(err).next_probe_in(), Duration::ZERO);
+    assert_request_eq!(handle, "probe").send_response("ok");
+    assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.transitions(), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn gate_mode_is_pending_while_open_and_wakes_at_probe_time() {
+    let layer = BreakerLayer::new(cfg().mode(Mode::Gate).build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    trip(&mut svc, &mut handle).await;
+    assert_eq!(breaker.state(), State::Open);
+
+    assert_pending!(svc.poll_ready());
+    tokio::time::advance(Duration::from_millis(999)).await;
+    assert!(!svc.is_woken(), "woken before the probe is due");
+    assert_pending!(svc.poll_ready());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(svc.is_woken(), "not woken at probe time");
+    // Ready reserves the probe slot: another clone must wait.
+    assert_ready_ok!(svc.poll_ready());
+    assert_eq!(breaker.state(), State::HalfOpen);
+    let mut other = mock::Spawn::new(svc.get_ref().clone());
+    assert_pending!(other.poll_ready());
+
+    // The probe fails: open again for twice as long; the waiting clone is woken, re-checks
+    // and waits for the new probe time.
+    let probe = svc.call("probe");
+    assert_request_eq!(handle, "probe").send_error("still down");
+    assert!(probe.await.is_err());
+    assert_eq!(breaker.state(), State::Open);
+    assert!(other.is_woken());
+    assert_pending!(other.poll_ready());
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert_pending!(other.poll_ready());
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert!(other.is_woken());
+    assert_ready_ok!(other.poll_ready());
+    assert_pending!(svc.poll_ready());
+
+    // This probe succeeds: closed, and the first clone is woken and ready.
+    let probe = other.call("probe 2");
+    assert_request_eq!(handle, "probe 2").send_response("ok");
+    assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), State::Closed);
+    assert!(svc.is_woken());
+    assert_ready_ok!(svc.poll_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_probe_frees_its_slot_and_counts_for_nothing() {
+    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    trip(&mut svc, &mut handle).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+
+    assert_ready_ok!(svc.poll_ready());
+    let probe = svc.call("dropped probe");
+    let _ = assert_request_eq!(handle, "dropped probe");
+    drop(probe);
+    assert_eq!(breaker.state(), State::HalfOpen);
+    // The slot is free again: the next call is a probe, not a rejection.
+    assert_ready_ok!(svc.poll_ready());
+    let probe = svc.call("probe");
+    assert_request_eq!(handle, "probe").send_response("ok");
+    assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dropped_gate_reservation_frees_the_probe_slot() {
+    let layer = BreakerLayer::new(cfg().mode(Mode::Gate).build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    trip(&mut svc, &mut handle).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let mut other = mock::Spawn::new(svc.get_ref().clone());
+    assert_ready_ok!(svc.poll_ready());
+    assert_pending!(other.poll_ready());
+    drop(svc);
+    assert!(other.is_woken());
+    assert_ready_ok!(other.poll_ready());
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropped_closed_calls_are_not_failures() {
+    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    for _ in 0..10 {
+        assert_ready_ok!(svc.poll_ready());
+        drop(svc.call("abandoned"));
+        let _ = handle.next_request().await;
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.snapshot().counts.total, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fallback_answers_while_open() {
+    let layer = BreakerLayer::new(cfg().build().unwrap()).fallback(service_fn(
+        |_req: &'static str| async { Ok::<_, BoxError>("stale") },
+    ));
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    trip(&mut svc, &mut handle).await;
+    assert_ready_ok!(svc.poll_ready());
+    assert_eq!(svc.call("x").await.unwrap(), "stale");
+}
+
+#[tokio::test(start_paused = true)]
+async fn handle_forces_resets_and_publishes_transitions() {
+    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    let mut rx = breaker.subscribe();
+    assert!(rx.borrow_and_update().is_none());
+
+    breaker.force_open();
+    assert!(rx.has_changed().unwrap());
+    let t = rx.borrow_and_update().unwrap();
+    assert_eq!((t.to, t.reason), (State::Open, Reason::Forced));
+    assert_ready_ok!(svc.poll_ready());
+    let err = svc.call("x").await.unwrap_err();
+    assert_eq!(open_err(err).next_probe_in(), Duration::MAX);
+    // Forced open never probes.
+    tokio::time::advance(Duration::from_secs(3600)).await;
+    assert_ready_ok!(svc.poll_ready());
+    assert!(svc.call("x").await.is_err());
+
+    breaker.force_closed();
+    for _ in 0..3 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call("fail");
+        assert_request_eq!(handle, "fail").send_error("boom");
+        assert!(fut.await.is_err());
+    }
+    assert_eq!(breaker.state(), State::Closed, "forced closed never trips");
+
+    breaker.reset();
+    assert_eq!(rx.borrow_and_update().unwrap().reason, Reason::Reset);
+    trip(&mut svc, &mut handle).await;
+    assert_eq!(breaker.state(), State::Open);
+    assert_eq!(breaker.transitions(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn caller_errors_do_not_trip_and_custom_classifiers_apply() {
+    // Errors whose text starts with "bad request" are the caller's fault.
+    let classify = |r: &Result<&'static str, BoxError>| match r {
+        Ok(_) => Outcome::Success,
+        Err(e) if e.to_string().starts_with("bad request") => Outcome::CallerError,
+        Err(_) => Outcome::Failure(Failure::retryable(FailureKind::Error)),
+    };
+    let layer = BreakerLayer::new(cfg().build().unwrap()).classifier(classify);
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    for _ in 0..10 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call("x");
+        assert_request_eq!(handle, "x").send_error("bad request: no such item");
+        assert!(fut.await.is_err());
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.snapshot().counts.total, 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn local_rejections_from_inner_layers_count_for_nothing() {
+    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    for _ in 0..10 {
+        assert_ready_ok!(svc.poll_ready());
+        let fut = svc.call("x");
+        assert_request_eq!(handle, "x").send_error(damper_core::error::Overloaded::new());
+        assert!(fut.await.is_err());
+    }
+    assert_eq!(breaker.state(), State::Closed);
+    assert_eq!(breaker.snapshot().counts.total, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_breakers_are_independent_and_bounded() {
+    let layer = KeyedBreakerLayer::new(cfg().build().unwrap(), |req: &(&'static str, bool)| req.0)
+        .max_keys(std::num::NonZeroUsize::new(4).unwrap());
+    let backend = service_fn(|req: (&'static str, bool)| async move {
+        if req.1 {
+            Ok(req.0)
+        } else {
+            Err(BoxError::from("down"))
+        }
+    });
+    let mut svc = layer.layer(backend);
+    for _ in 0..3 {
+        assert!(svc.ready().await.unwrap().call(("a", false)).await.is_err());
+    }
+    assert_eq!(layer.handle(&"a").unwrap().state(), State::Open);
+    // "a" is refused without reaching the backend (which would answer Ok).
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(("a", true))
+        .await
+        .unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+    // "b" is unaffected.
+    assert_eq!(
+        svc.ready().await.unwrap().call(("b", true)).await.unwrap(),
+        "b"
+    );
+
+    // Attacker-chosen keys: the registry never exceeds its bound, and the open breaker of "a"
+    // survives while closed ones are evicted.
+    let keys: Vec<&'static str> = (0..100)
+        .map(|i| &*Box::leak(format!("k{i}").into_boxed_str()))
+        .collect();
+    for k in keys {
+        let _ = svc.ready().await.unwrap().call((k, true)).await;
+        assert!(layer.len() <= 4);
+    }
+    assert_eq!(layer.handle(&"a").map(|h| h.state()), Some(State::Open));
+    let err = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(("a", true))
+        .await
+        .unwrap_err();
+    assert!(err.is::<CircuitOpen>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_layer_for_shares_state_across_endpoint_services() {
+    let keyed = KeyedBreakerLayer::new(cfg().mode(Mode::Gate).build().unwrap(), |_: &u8| ());
+    let (mut first, mut handle) =
+        mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-1"));
+    trip(&mut first, &mut handle).await;
+    assert_pending!(first.poll_ready());
+    // A new service for the same endpoint key finds the breaker open.
+    let (mut second, _h2) =
+        mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-1"));
+    assert_pending!(second.poll_ready());
+    let (mut other, _h3) =
+        mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-2"));
+    assert_ready!(other.poll_ready()).unwrap();
+}
