@@ -1,6 +1,7 @@
 //! Shared pieces of the damper examples and their real-socket tests.
 //!
-//! - [`proto`]: the `Echo` gRPC service, compiled by `build.rs` with a vendored `protoc`;
+//! - [`proto`]: the `Echo` gRPC service, compiled by `build.rs` with a vendored `protoc`, and
+//!   [`echo`], its implementation;
 //! - [`net`]: loopback listeners on ephemeral ports, and serving axum/tonic on them;
 //! - [`reqwest_service`]: a `reqwest::Client` as a `tower::Service<http::Request<String>>`, so
 //!   every damper layer (deadline, retry, hedge, breaker, adaptive timeout) can wrap it;
@@ -9,6 +10,7 @@
 //! Run the examples with `cargo run -p damper-examples --example NAME` (`axum-server`,
 //! `reqwest-client`, `tonic`, `e2e-brownout`).
 
+pub mod echo;
 pub mod stack;
 
 /// The `damper.echo` protobuf package: the `Echo` service, its client and its server.

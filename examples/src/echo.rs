@@ -1,0 +1,78 @@
+//! The `Echo` service the tonic example and tests serve, and a client over a tonic `Channel`.
+//!
+//! What the handler does depends on the message, so one server can show every case:
+//!
+//! | message | answer |
+//! |---|---|
+//! | `unavailable` | always `UNAVAILABLE` |
+//! | `flaky…` | `UNAVAILABLE` the first time a message is seen, then OK |
+//! | anything else | OK after `work_ms` |
+//!
+//! Every answer reports the deadline the handler saw (from the caller's `grpc-timeout`, as the
+//! server stack's deadline layer stored it on the request).
+
+use crate::proto::echo_server::Echo;
+use crate::proto::{SayReply, SayRequest};
+use damper_core::HasDeadline;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// Counters a test or the example reads back.
+#[derive(Debug, Default)]
+pub struct EchoStats {
+    /// Calls that reached the handler.
+    pub calls: AtomicU32,
+    /// Calls whose work finished (not cut short by a deadline or a cancelled caller).
+    pub completed: AtomicU32,
+}
+
+/// The `Echo` service.
+#[derive(Debug, Clone, Default)]
+pub struct EchoService {
+    stats: Arc<EchoStats>,
+    seen: Arc<Mutex<HashSet<String>>>,
+}
+
+impl EchoService {
+    /// A new service with zeroed counters.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The counters, shared with every clone.
+    pub fn stats(&self) -> Arc<EchoStats> {
+        self.stats.clone()
+    }
+}
+
+#[tonic::async_trait]
+impl Echo for EchoService {
+    async fn say(
+        &self,
+        request: tonic::Request<SayRequest>,
+    ) -> Result<tonic::Response<SayReply>, tonic::Status> {
+        let attempt = self.stats.calls.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = tokio::time::Instant::now();
+        let deadline_ms = request
+            .deadline()
+            .map(|d| u32::try_from(d.remaining(now).as_millis()).unwrap_or(u32::MAX))
+            .unwrap_or(0);
+        let req = request.into_inner();
+        if req.message == "unavailable" {
+            return Err(tonic::Status::unavailable("backend unavailable"));
+        }
+        if req.message.starts_with("flaky") && self.seen.lock().await.insert(req.message.clone()) {
+            return Err(tonic::Status::unavailable("first attempt fails"));
+        }
+        tokio::time::sleep(Duration::from_millis(u64::from(req.work_ms))).await;
+        self.stats.completed.fetch_add(1, Ordering::Relaxed);
+        Ok(tonic::Response::new(SayReply {
+            message: req.message,
+            deadline_ms,
+            attempt,
+        }))
+    }
+}
