@@ -9,7 +9,8 @@
 //! - `ready`: the inner future is ready on its first poll (the usual micro-benchmark). At this
 //!   rate (tens of millions of calls per second) the adaptive timeout measures one attempt in
 //!   2ⁿ; `adaptive_timeout_every_call` switches sampling off to show the cost of measuring;
-//! - `pending_once`: the inner future is pending once, so every layer arms its timer;
+//! - `pending_once`: the inner future is pending once, so every layer arms its timer (the
+//!   deadline layer and both timeouts register a tokio timer and deregister it on drop);
 //! - `two_threads`: two std threads, each with its own current-thread runtime and a clone of
 //!   one service, `N` calls each; reported as time per call over both threads.
 
@@ -65,27 +66,32 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn ready(c: &mut Criterion) {
+/// Benches `inner` bare, under tower's `Timeout` and under the adaptive timeout (sampled, and
+/// measuring every call), in one group.
+fn compare<S>(c: &mut Criterion, group: &str, inner: S)
+where
+    S: Service<u32, Response = u32, Error = Infallible> + Clone,
+{
     let rt = runtime();
     let _guard = rt.enter();
-    let inner = service_fn(|x: u32| std::future::ready(Ok::<_, Infallible>(x)));
-    let mut g = c.benchmark_group("ready");
-    let mut base = inner;
+    let mut g = c.benchmark_group(group);
+    let mut base = inner.clone();
     g.bench_function("baseline", |b| b.iter(|| call(&mut base, black_box(1))));
-    let mut tower = Timeout::new(inner, Duration::from_secs(1));
+    let mut tower = Timeout::new(inner.clone(), Duration::from_secs(1));
     g.bench_function("tower_timeout", |b| {
         b.iter(|| call(&mut tower, black_box(1)))
     });
-    let mut adaptive = AdaptiveTimeoutLayer::new().layer(inner);
+    let mut adaptive = AdaptiveTimeoutLayer::new().layer(inner.clone());
     g.bench_function("adaptive_timeout", |b| {
         b.iter(|| call(&mut adaptive, black_box(1)))
     });
-    // Every attempt measured (no sampling): two clock reads and a histogram record per call.
+    // Every attempt measured (no sampling): two clock reads, an `Arc` clone and a histogram
+    // record per call.
     let mut every = AdaptiveTimeoutLayer::builder()
         .max_samples_per_sec(u32::MAX)
         .build()
         .unwrap()
-        .layer(inner);
+        .layer(inner.clone());
     g.bench_function("adaptive_timeout_every_call", |b| {
         b.iter(|| call(&mut every, black_box(1)))
     });
@@ -98,22 +104,20 @@ fn ready(c: &mut Criterion) {
     g.finish();
 }
 
+fn ready(c: &mut Criterion) {
+    compare(
+        c,
+        "ready",
+        service_fn(|x: u32| std::future::ready(Ok::<_, Infallible>(x))),
+    );
+}
+
 fn pending_once(c: &mut Criterion) {
-    let rt = runtime();
-    let _guard = rt.enter();
-    let inner = service_fn(|x: u32| PendingOnce(Some(x), false));
-    let mut g = c.benchmark_group("pending_once");
-    let mut base = inner;
-    g.bench_function("baseline", |b| b.iter(|| call(&mut base, black_box(1))));
-    let mut tower = Timeout::new(inner, Duration::from_secs(1));
-    g.bench_function("tower_timeout", |b| {
-        b.iter(|| call(&mut tower, black_box(1)))
-    });
-    let mut adaptive = AdaptiveTimeoutLayer::new().layer(inner);
-    g.bench_function("adaptive_timeout", |b| {
-        b.iter(|| call(&mut adaptive, black_box(1)))
-    });
-    g.finish();
+    compare(
+        c,
+        "pending_once",
+        service_fn(|x: u32| PendingOnce(Some(x), false)),
+    );
 }
 
 fn two_threads(c: &mut Criterion) {

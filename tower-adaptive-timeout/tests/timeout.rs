@@ -227,41 +227,31 @@ fn invalid_configs_name_the_field() {
     assert!(e.to_string().contains("quantile"));
 }
 
-#[test]
-fn metrics_are_counted() {
+/// Builds a layer under a debugging recorder, runs `drive` in paused time, and returns a
+/// lookup of the layer's counters and gauges (by name, for the `name` label `label`).
+fn with_metrics<F, Fut>(
+    label: &'static str,
+    build: impl FnOnce() -> AdaptiveTimeoutLayer,
+    drive: F,
+) -> impl Fn(&str) -> f64
+where
+    F: FnOnce(AdaptiveTimeoutLayer) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     use damper_core::metrics as m;
     use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
-    let layer = metrics::with_local_recorder(&recorder, || {
-        AdaptiveTimeoutLayer::builder()
-            .fallback(100 * MS)
-            .name("orders")
-            .build()
-            .unwrap()
-    });
-    let rt = tokio::runtime::Builder::new_current_thread()
+    let layer = metrics::with_local_recorder(&recorder, build);
+    tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
-        .unwrap();
-    rt.block_on(async {
-        let (mut svc, mut handle) = mock::spawn_layer::<Req, u32, _>(layer);
-        attempt(
-            &mut svc,
-            &mut handle,
-            Req::default(),
-            Duration::from_secs(1),
-        )
-        .await
-        .unwrap_err();
-        assert_ready_ok!(svc.poll_ready());
-        let expired = Req::with_deadline(Deadline::at(Instant::now()));
-        assert!(svc.call(expired).await.is_err());
-    });
+        .unwrap()
+        .block_on(drive(layer));
     let values: Vec<_> = snapshotter.snapshot().into_vec();
-    let find = |name: &str| {
+    move |name: &str| {
         values
             .iter()
             .find(|(key, ..)| {
@@ -269,16 +259,82 @@ fn metrics_are_counted() {
                     && key
                         .key()
                         .labels()
-                        .any(|l| l.key() == m::LABEL_NAME && l.value() == "orders")
+                        .any(|l| l.key() == m::LABEL_NAME && l.value() == label)
             })
-            .map(|(.., v)| v)
+            .map(|(.., v)| match v {
+                DebugValue::Counter(c) => *c as f64,
+                DebugValue::Gauge(g) => g.into_inner(),
+                DebugValue::Histogram(_) => panic!("{name} is a histogram"),
+            })
             .unwrap_or_else(|| panic!("{name} not registered"))
-    };
-    assert_eq!(find(m::TIMEOUT_ELAPSED_TOTAL), &DebugValue::Counter(1));
-    assert_eq!(find(m::DEADLINE_EXCEEDED_TOTAL), &DebugValue::Counter(1));
-    assert!(
-        matches!(find(m::TIMEOUT_CURRENT_SECONDS), DebugValue::Gauge(g) if g.into_inner() == 0.1)
+    }
+}
+
+#[test]
+fn metrics_are_counted() {
+    use damper_core::metrics as m;
+
+    let find = with_metrics(
+        "orders",
+        || {
+            AdaptiveTimeoutLayer::builder()
+                .fallback(100 * MS)
+                .name("orders")
+                .build()
+                .unwrap()
+        },
+        |layer| async move {
+            let (mut svc, mut handle) = mock::spawn_layer::<Req, u32, _>(layer);
+            let hung = Duration::from_secs(1);
+            attempt(&mut svc, &mut handle, Req::default(), hung)
+                .await
+                .unwrap_err();
+            assert_ready_ok!(svc.poll_ready());
+            let expired = Req::with_deadline(Deadline::at(Instant::now()));
+            assert!(svc.call(expired).await.is_err());
+        },
     );
+    assert_eq!(find(m::TIMEOUT_ELAPSED_TOTAL), 1.0);
+    assert_eq!(find(m::DEADLINE_EXCEEDED_TOTAL), 1.0);
+    assert_eq!(find(m::TIMEOUT_CURRENT_SECONDS), 0.1);
+}
+
+#[test]
+fn sampled_at_high_rates_yet_every_timeout_counts() {
+    use damper_core::metrics as m;
+
+    let find = with_metrics(
+        "busy",
+        || {
+            AdaptiveTimeoutLayer::builder()
+                .max_samples_per_sec(500)
+                .name("busy")
+                .build()
+                .unwrap()
+        },
+        |layer| async move {
+            let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+            // 10 000 attempts per second.
+            for _ in 0..5000 {
+                let latency = Duration::from_micros(100);
+                attempt(&mut svc, &mut handle, 1, latency).await.unwrap();
+            }
+            let now = Instant::now();
+            let recorded = layer.histogram().count(now);
+            assert!(recorded > 100 && recorded < 1500, "{recorded} of 5000");
+            // The sample still gives the quantile: 100 µs × 1.5, floored at 10 ms.
+            assert_eq!(layer.current_timeout(now), 10 * MS);
+            // A hang: every attempt times out, sampled or not, and each one is counted.
+            for _ in 0..300 {
+                attempt(&mut svc, &mut handle, 1, Duration::from_secs(60))
+                    .await
+                    .unwrap_err();
+            }
+            // The sampled timeouts alone backed the timeout off.
+            assert!(layer.current_timeout(Instant::now()) > 10 * MS);
+        },
+    );
+    assert_eq!(find(m::TIMEOUT_ELAPSED_TOTAL), 300.0);
 }
 
 #[cfg(feature = "serde")]
