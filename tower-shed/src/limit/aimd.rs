@@ -24,9 +24,13 @@ use tokio::time::Instant;
 /// let mut aimd = Aimd::builder().initial_limit(10).build().unwrap();
 /// let now = Instant::now();
 /// let busy = Sample { rtt: Duration::from_millis(5), in_flight: 10, dropped: false };
-/// assert_eq!(aimd.update(busy, now), 11);
+/// // About one RTT's worth of samples (≈ L) adds one.
+/// for _ in 0..12 {
+///     aimd.update(busy, now);
+/// }
+/// assert_eq!(aimd.limit(), 11);
 /// let drop = Sample { dropped: true, ..busy };
-/// assert_eq!(aimd.update(drop, now), 9); // 11 × 0.9
+/// assert_eq!(aimd.update(drop, now), 10); // 11.14 × 0.9
 /// ```
 #[derive(Debug, Clone)]
 pub struct Aimd {

@@ -42,7 +42,11 @@ use tokio::time::Instant;
 /// let mut v = Vegas::builder().initial_limit(10).build().unwrap();
 /// let now = Instant::now();
 /// let s = Sample { rtt: Duration::from_millis(10), in_flight: 10, dropped: false };
-/// assert_eq!(v.update(s, now), 16); // no queue: L + 6·max(1, log10 10)
+/// // No queue: grow by 6·max(1, log10 L) over about one RTT's worth of samples.
+/// for _ in 0..10 {
+///     v.update(s, now);
+/// }
+/// assert_eq!(v.limit(), 15);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Vegas {

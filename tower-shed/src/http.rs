@@ -1,0 +1,180 @@
+//! Server side over HTTP: overload rejections become `503 Service Unavailable` responses.
+//!
+//! Put [`OverloadedAsResponseLayer`] outside the [`ShedLayer`](crate::ShedLayer): a shed
+//! request is answered with a 503 carrying `Retry-After` (the limiter's hint, rounded up to
+//! whole seconds as the header requires), and a queued request whose deadline passed gets a
+//! `504 Gateway Timeout`. Other errors pass through.
+//!
+//! ```
+//! use http::{Request, Response, StatusCode};
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//! use tower_shed::http::OverloadedAsResponseLayer;
+//! use tower_shed::limit::Fixed;
+//! use tower_shed::ShedLayer;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let (_release, block) = tokio::sync::oneshot::channel::<()>();
+//! let block = std::sync::Arc::new(tokio::sync::Mutex::new(Some(block)));
+//! let mut svc = ServiceBuilder::new()
+//!     .layer(OverloadedAsResponseLayer::new())
+//!     .layer(ShedLayer::new(Fixed::new(1).unwrap()))
+//!     .service_fn(move |_req: Request<()>| {
+//!         let block = block.clone();
+//!         async move {
+//!             // The first request holds its permit until `_release` is dropped.
+//!             if let Some(rx) = block.lock().await.take() {
+//!                 let _ = rx.await;
+//!             }
+//!             Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+//!         }
+//!     });
+//!
+//! let first = svc.ready().await.unwrap().call(Request::new(()));
+//! let first = tokio::spawn(first);
+//! tokio::task::yield_now().await;
+//! let second = svc.ready().await.unwrap().call(Request::new(())).await.unwrap();
+//! assert_eq!(second.status(), StatusCode::SERVICE_UNAVAILABLE);
+//! assert!(second.headers().contains_key(http::header::RETRY_AFTER));
+//! # drop(_release);
+//! # first.await.unwrap().unwrap();
+//! # }
+//! ```
+
+use damper_core::BoxError;
+use damper_core::error::{DeadlineExceeded, Overloaded};
+use http::{HeaderValue, Response, StatusCode, header};
+use pin_project_lite::pin_project;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tower_layer::Layer;
+use tower_service::Service;
+
+/// The `503 Service Unavailable` response for a rejection: `Retry-After` is the hint in whole
+/// seconds, rounded up (absent if the rejection has no hint).
+pub fn overloaded_response<B: Default>(err: &Overloaded) -> Response<B> {
+    let mut res = Response::new(B::default());
+    *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    if let Some(after) = err.retry_after() {
+        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    res
+}
+
+/// Maps the limiter's errors to HTTP responses. See the [module docs](self).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct OverloadedAsResponseLayer(());
+
+impl OverloadedAsResponseLayer {
+    /// A new layer.
+    pub const fn new() -> Self {
+        Self(())
+    }
+}
+
+impl<S> Layer<S> for OverloadedAsResponseLayer {
+    type Service = OverloadedAsResponse<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        OverloadedAsResponse { inner }
+    }
+}
+
+/// Maps the limiter's errors to HTTP responses. See the [module docs](self).
+#[derive(Debug, Clone)]
+pub struct OverloadedAsResponse<S> {
+    inner: S,
+}
+
+impl<S> OverloadedAsResponse<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// Consumes the wrapper, returning the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, Req, B> Service<Req> for OverloadedAsResponse<S>
+where
+    S: Service<Req, Response = Response<B>>,
+    S::Error: Into<BoxError>,
+    B: Default,
+{
+    type Response = Response<B>;
+    type Error = BoxError;
+    type Future = ResponseFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        ResponseFuture {
+            inner: self.inner.call(req),
+        }
+    }
+}
+
+pin_project! {
+    /// Response future of [`OverloadedAsResponse`].
+    #[must_use = "futures do nothing unless you `.await` or poll them"]
+    #[derive(Debug)]
+    pub struct ResponseFuture<F> {
+        #[pin]
+        inner: F,
+    }
+}
+
+impl<F, B, E> Future for ResponseFuture<F>
+where
+    F: Future<Output = Result<Response<B>, E>>,
+    E: Into<BoxError>,
+    B: Default,
+{
+    type Output = Result<Response<B>, BoxError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let res = ready!(self.project().inner.poll(cx));
+        Poll::Ready(match res {
+            Ok(res) => Ok(res),
+            Err(e) => {
+                let e: BoxError = e.into();
+                if let Some(o) = e.downcast_ref::<Overloaded>() {
+                    Ok(overloaded_response(o))
+                } else if e.is::<DeadlineExceeded>() {
+                    let mut res = Response::new(B::default());
+                    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+                    Ok(res)
+                } else {
+                    Err(e)
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn retry_after_rounds_up_to_seconds() {
+        let res: Response<()> =
+            overloaded_response(&Overloaded::with_retry_after(Duration::from_millis(1200)));
+        assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        let res: Response<()> =
+            overloaded_response(&Overloaded::with_retry_after(Duration::from_secs(3)));
+        assert_eq!(res.headers()[header::RETRY_AFTER], "3");
+        let res: Response<()> = overloaded_response(&Overloaded::new());
+        assert!(!res.headers().contains_key(header::RETRY_AFTER));
+    }
+}

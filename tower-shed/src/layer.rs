@@ -1,0 +1,300 @@
+use crate::codel::{DEFAULT_INTERVAL, DEFAULT_TARGET};
+use crate::error::ConfigError;
+use crate::limit::Limit;
+use crate::limiter::{Limiter, LimiterConfig, QueueConfig};
+use crate::{Shed, ShedHandle};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+use tower_layer::Layer;
+
+/// Picks a request's partition by name.
+///
+/// `()` puts every request in one class; any `Fn(&Req) -> &'static str` works as a classifier.
+/// A name that matches no configured partition selects the **last** partition, so declare the
+/// best-effort class last.
+pub trait Partitioner<Req> {
+    /// The name of the partition `req` belongs to.
+    fn partition(&self, req: &Req) -> &str;
+}
+
+impl<Req> Partitioner<Req> for () {
+    fn partition(&self, _req: &Req) -> &str {
+        ""
+    }
+}
+
+impl<Req, F> Partitioner<Req> for F
+where
+    F: Fn(&Req) -> &'static str,
+{
+    fn partition(&self, req: &Req) -> &str {
+        self(req)
+    }
+}
+
+/// Applies [`Shed`] to services. See the [crate docs](crate) for an example.
+///
+/// Cloning this layer does not create a new limiter: every service it builds, and every clone,
+/// shares one limit, one in-flight count and one queue (as a server's per-connection services
+/// should).
+#[derive(Clone)]
+pub struct ShedLayer<P = ()> {
+    limiter: Arc<Limiter>,
+    partitioner: P,
+}
+
+impl ShedLayer {
+    /// A layer that rejects at once above the limit `limit` computes, with default settings.
+    pub fn new(limit: impl Limit + 'static) -> Self {
+        // The defaults are valid.
+        let (cfg, ()) = ShedBuilder::new(limit).into_parts();
+        Self {
+            limiter: Arc::new(Limiter::new(cfg)),
+            partitioner: (),
+        }
+    }
+
+    /// A builder for queueing, partitions and the other settings.
+    pub fn builder(limit: impl Limit + 'static) -> ShedBuilder {
+        ShedBuilder::new(limit)
+    }
+}
+
+impl<P> ShedLayer<P> {
+    /// A view of the shared limiter: current limit, in-flight count, queue length.
+    pub fn handle(&self) -> ShedHandle {
+        ShedHandle::new(self.limiter.clone())
+    }
+}
+
+impl<S, P: Clone> Layer<S> for ShedLayer<P> {
+    type Service = Shed<S, P>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        Shed::new(inner, self.limiter.clone(), self.partitioner.clone())
+    }
+}
+
+impl<P> fmt::Debug for ShedLayer<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShedLayer")
+            .field("limiter", &self.limiter)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`ShedLayer`].
+///
+/// | knob | default |
+/// |---|---|
+/// | [`name`](Self::name) | `"shed"` |
+/// | [`sample_every`](Self::sample_every) | 1 (measure every request) |
+/// | [`queue`](Self::queue) | none: reject at once |
+/// | [`codel_target`](Self::codel_target) / [`codel_interval`](Self::codel_interval) | 5 ms / 100 ms |
+/// | [`adaptive_lifo`](Self::adaptive_lifo) | on |
+/// | [`partition`](Self::partition) | none |
+/// | [`retry_after`](Self::retry_after) | 2 × smoothed RTT, clamped to [10 ms, 30 s] |
+/// | [`claim_ttl`](Self::claim_ttl) | 1 s |
+#[must_use]
+pub struct ShedBuilder<P = ()> {
+    limit: Box<dyn Limit>,
+    name: String,
+    sample_every: u32,
+    queue: Option<QueueConfig>,
+    partitions: Vec<(String, f64)>,
+    partitioner: P,
+    retry_after: (Duration, Duration),
+    claim_ttl: Duration,
+}
+
+impl<P> fmt::Debug for ShedBuilder<P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ShedBuilder")
+            .field("limit", &self.limit)
+            .field("name", &self.name)
+            .field("sample_every", &self.sample_every)
+            .field("queue", &self.queue)
+            .field("partitions", &self.partitions)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ShedBuilder {
+    fn new(limit: impl Limit + 'static) -> Self {
+        Self {
+            limit: Box::new(limit),
+            name: "shed".to_owned(),
+            sample_every: 1,
+            queue: None,
+            partitions: Vec::new(),
+            partitioner: (),
+            retry_after: (Duration::from_millis(10), damper_core::DEFAULT_MAX_PUSHBACK),
+            claim_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+impl<P> ShedBuilder<P> {
+    /// The `name` label of this limiter's metrics and events.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Measure one request in `n` (a power of two). The default, 1, feeds the algorithm every
+    /// completion; at tens of thousands of requests per second a larger `n` saves two clock
+    /// reads per unmeasured request. The algorithms' sample-counted windows (Gradient2's long
+    /// window, Vegas' probe interval) stretch by the same factor.
+    pub fn sample_every(mut self, n: u32) -> Self {
+        self.sample_every = n;
+        self
+    }
+
+    /// Queue up to `capacity` requests at the limit instead of rejecting them, governed by
+    /// CoDel and adaptive LIFO (see [`codel`](crate::codel)).
+    pub fn queue(mut self, capacity: usize) -> Self {
+        let q = self.queue.get_or_insert(QueueConfig {
+            capacity,
+            target: DEFAULT_TARGET,
+            interval: DEFAULT_INTERVAL,
+            adaptive_lifo: true,
+        });
+        q.capacity = capacity;
+        self
+    }
+
+    /// CoDel target: the wait allowed while a queue stands (default 5 ms). Needs
+    /// [`queue`](Self::queue).
+    pub fn codel_target(mut self, target: Duration) -> Self {
+        self = self.ensure_queue();
+        if let Some(q) = &mut self.queue {
+            q.target = target;
+        }
+        self
+    }
+
+    /// CoDel interval (default 100 ms): the longest any request waits, and how long a queue
+    /// may go without emptying before it counts as standing. Needs [`queue`](Self::queue).
+    pub fn codel_interval(mut self, interval: Duration) -> Self {
+        self = self.ensure_queue();
+        if let Some(q) = &mut self.queue {
+            q.interval = interval;
+        }
+        self
+    }
+
+    /// Serve the newest request first while a queue stands (default on).
+    pub fn adaptive_lifo(mut self, on: bool) -> Self {
+        self = self.ensure_queue();
+        if let Some(q) = &mut self.queue {
+            q.adaptive_lifo = on;
+        }
+        self
+    }
+
+    fn ensure_queue(self) -> Self {
+        if self.queue.is_some() {
+            self
+        } else {
+            self.queue(100)
+        }
+    }
+
+    /// Adds a partition `name` guaranteed `share` of the limit (in `(0, 1]`; shares add up to
+    /// at most 1). Declare the most important class first and best effort last.
+    pub fn partition(mut self, name: impl Into<String>, share: f64) -> Self {
+        self.partitions.push((name.into(), share));
+        self
+    }
+
+    /// Classifies requests into partitions by name.
+    pub fn partition_with<Q>(self, partitioner: Q) -> ShedBuilder<Q> {
+        ShedBuilder {
+            limit: self.limit,
+            name: self.name,
+            sample_every: self.sample_every,
+            queue: self.queue,
+            partitions: self.partitions,
+            partitioner,
+            retry_after: self.retry_after,
+            claim_ttl: self.claim_ttl,
+        }
+    }
+
+    /// Bounds on the retry-after hint given with each rejection (twice the smoothed RTT).
+    pub fn retry_after(mut self, min: Duration, max: Duration) -> Self {
+        self.retry_after = (min, max);
+        self
+    }
+
+    /// How long a partition that was turned away below its guarantee keeps others from
+    /// borrowing its unused share (default 1 s).
+    pub fn claim_ttl(mut self, ttl: Duration) -> Self {
+        self.claim_ttl = ttl;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.sample_every == 0 || !self.sample_every.is_power_of_two() {
+            return Err(ConfigError::new("sample_every", "must be a power of two"));
+        }
+        if let Some(q) = &self.queue {
+            if q.capacity == 0 {
+                return Err(ConfigError::new("queue", "capacity must be at least 1"));
+            }
+            if q.target.is_zero() {
+                return Err(ConfigError::new("codel_target", "must be positive"));
+            }
+            if q.interval < q.target {
+                return Err(ConfigError::new(
+                    "codel_interval",
+                    "must be at least codel_target",
+                ));
+            }
+        }
+        let mut total = 0.0;
+        for (i, (name, share)) in self.partitions.iter().enumerate() {
+            if !(*share > 0.0 && *share <= 1.0) {
+                return Err(ConfigError::new("partition", "share must be in (0, 1]"));
+            }
+            if self.partitions[..i].iter().any(|(n, _)| n == name) {
+                return Err(ConfigError::new("partition", "names must be unique"));
+            }
+            total += share;
+        }
+        if total > 1.0 + 1e-9 {
+            return Err(ConfigError::new(
+                "partition",
+                "shares must add up to at most 1",
+            ));
+        }
+        if self.retry_after.0 > self.retry_after.1 {
+            return Err(ConfigError::new("retry_after", "min must not exceed max"));
+        }
+        Ok(())
+    }
+
+    fn into_parts(self) -> (LimiterConfig, P) {
+        let cfg = LimiterConfig {
+            name: self.name,
+            limit: self.limit,
+            sample_every: self.sample_every,
+            partitions: self.partitions,
+            queue: self.queue,
+            retry_after: self.retry_after,
+            claim_ttl: self.claim_ttl,
+        };
+        (cfg, self.partitioner)
+    }
+
+    /// Validates the configuration and builds the layer.
+    pub fn build(self) -> Result<ShedLayer<P>, ConfigError> {
+        self.validate()?;
+        let (cfg, partitioner) = self.into_parts();
+        Ok(ShedLayer {
+            limiter: Arc::new(Limiter::new(cfg)),
+            partitioner,
+        })
+    }
+}

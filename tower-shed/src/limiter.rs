@@ -1,0 +1,573 @@
+//! The shared limiter state: lock-free admission, the limit updater, partitions and the queue.
+//!
+//! # Admission (lock-free)
+//!
+//! One `AtomicU64` holds the number of requests in flight (low 32 bits) and a request sequence
+//! number (high 32 bits). Admission is a single `fetch_add(1 | 1 << 32)`: if the previous count
+//! was below the limit the request is in; otherwise one `fetch_sub(1)` undoes it and the request
+//! is rejected. Every admitted request saw fewer than `limit` requests admitted before it, so
+//! no more than `limit` are ever in flight (a failed attempt only makes the counter read high
+//! for an instant, never lets anyone extra in). The sequence number picks which requests are
+//! measured (`sample_every`) without another shared counter.
+//!
+//! # Updating the limit (off the fast path, never blocking)
+//!
+//! A measured request, when it completes, feeds its [`Sample`] to the [`Limit`] algorithm behind
+//! a mutex that is only ever `try_lock`ed: if another completion is updating the limit right
+//! now, this sample is skipped rather than waited for. Nothing ever blocks on it, the admit and
+//! reject paths never touch it, and a skipped sample is harmless (the algorithms are statistical
+//! and the next sample is a few microseconds away). The new limit is published with one atomic
+//! store that admission reads with a relaxed load.
+
+use crate::codel::CoDel;
+use crate::limit::{Limit, Sample};
+use damper_core::deadline::Deadline;
+use damper_core::error::Overloaded;
+use damper_core::metrics as names;
+use metrics::{Counter, Gauge, Histogram};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+const COUNT_MASK: u64 = 0xFFFF_FFFF;
+const SEQ_ONE: u64 = 1 << 32;
+
+/// What admission hands back: how many were in flight and whether to measure this request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Ticket {
+    in_flight: usize,
+    sampled: bool,
+}
+
+/// A named class of requests with a guaranteed share of the limit.
+#[derive(Debug)]
+pub(crate) struct Partition {
+    pub(crate) name: String,
+    share: f64,
+    in_flight: AtomicUsize,
+    /// Until when (ns since the limiter's epoch) this partition claims its unused guarantee
+    /// after one of its requests was turned away; 0 = no claim.
+    claim_until: AtomicU64,
+    rejected: Counter,
+}
+
+impl Partition {
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Queue mode settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct QueueConfig {
+    pub(crate) capacity: usize,
+    pub(crate) target: Duration,
+    pub(crate) interval: Duration,
+    pub(crate) adaptive_lifo: bool,
+}
+
+pub(crate) enum Grant {
+    Admitted(Permit),
+    Shed(Overloaded),
+    Expired,
+}
+
+struct Entry {
+    tx: oneshot::Sender<Grant>,
+    enqueued: Instant,
+    deadline: Option<Deadline>,
+    partition: usize,
+}
+
+struct QueueState {
+    entries: VecDeque<Entry>,
+    codel: CoDel,
+}
+
+pub(crate) struct Queue {
+    len: AtomicUsize,
+    capacity: usize,
+    interval: Duration,
+    // A lock is fine here: the queue is only touched once the limit is reached (the admit and
+    // reject paths of reject mode never see it), it is never held across an `.await` or a
+    // `poll`, and only for O(capacity) work.
+    #[allow(clippy::disallowed_types)]
+    state: std::sync::Mutex<QueueState>,
+}
+
+impl Queue {
+    #[allow(clippy::disallowed_types)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // The state stays consistent even if a holder panicked: every mutation is a single
+        // VecDeque call.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct Metrics {
+    limit: Gauge,
+    in_flight: Gauge,
+    min_rtt: Gauge,
+    queue_time: Histogram,
+}
+
+/// Shared by every clone of a layer and every service it built.
+pub(crate) struct Limiter {
+    word: AtomicU64,
+    limit: AtomicUsize,
+    partitioned: bool,
+    pub(crate) partitions: Box<[Partition]>,
+    // Only ever `try_lock`ed, never waited on: see the module docs.
+    #[allow(clippy::disallowed_types)]
+    algo: std::sync::Mutex<Box<dyn Limit>>,
+    sample_mask: u64,
+    rtt_ns: AtomicU64,
+    min_rtt_ns: AtomicU64,
+    retry_after: (Duration, Duration),
+    claim_ttl: Duration,
+    epoch: Instant,
+    pub(crate) queue: Option<Queue>,
+    metrics: Metrics,
+    pub(crate) name: String,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter")
+            .field("name", &self.name)
+            .field("limit", &self.limit())
+            .field("in_flight", &self.in_flight())
+            .field("queued", &self.queued())
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct LimiterConfig {
+    pub(crate) name: String,
+    pub(crate) limit: Box<dyn Limit>,
+    pub(crate) sample_every: u32,
+    pub(crate) partitions: Vec<(String, f64)>,
+    pub(crate) queue: Option<QueueConfig>,
+    pub(crate) retry_after: (Duration, Duration),
+    pub(crate) claim_ttl: Duration,
+}
+
+impl Limiter {
+    pub(crate) fn new(cfg: LimiterConfig) -> Self {
+        let now = Instant::now();
+        let label = |name: &str| {
+            [
+                (names::LABEL_NAME, cfg.name.clone()),
+                (names::LABEL_PARTITION, name.to_owned()),
+            ]
+        };
+        let partitioned = !cfg.partitions.is_empty();
+        let parts: Vec<(String, f64)> = if partitioned {
+            cfg.partitions
+        } else {
+            vec![("default".to_owned(), 1.0)]
+        };
+        let partitions = parts
+            .into_iter()
+            .map(|(name, share)| Partition {
+                rejected: metrics::counter!(names::SHED_REJECTED_TOTAL, &label(&name)),
+                name,
+                share,
+                in_flight: AtomicUsize::new(0),
+                claim_until: AtomicU64::new(0),
+            })
+            .collect();
+        let base = [(names::LABEL_NAME, cfg.name.clone())];
+        let metrics = Metrics {
+            limit: metrics::gauge!(names::SHED_LIMIT, &base),
+            in_flight: metrics::gauge!(names::SHED_IN_FLIGHT, &base),
+            min_rtt: metrics::gauge!(names::SHED_MIN_RTT_SECONDS, &base),
+            queue_time: metrics::histogram!(names::SHED_QUEUE_TIME_SECONDS, &base),
+        };
+        let initial = cfg.limit.limit().clamp(1, COUNT_MASK as usize);
+        metrics.limit.set(initial as f64);
+        #[allow(clippy::disallowed_types)]
+        let algo = std::sync::Mutex::new(cfg.limit);
+        Self {
+            word: AtomicU64::new(0),
+            limit: AtomicUsize::new(initial),
+            partitioned,
+            partitions,
+            algo,
+            sample_mask: u64::from(cfg.sample_every.max(1) - 1),
+            rtt_ns: AtomicU64::new(0),
+            min_rtt_ns: AtomicU64::new(0),
+            retry_after: cfg.retry_after,
+            claim_ttl: cfg.claim_ttl,
+            epoch: now,
+            queue: cfg.queue.map(|q| Queue {
+                len: AtomicUsize::new(0),
+                capacity: q.capacity,
+                interval: q.interval,
+                #[allow(clippy::disallowed_types)]
+                state: std::sync::Mutex::new(QueueState {
+                    entries: VecDeque::with_capacity(q.capacity),
+                    codel: CoDel::new(q.target, q.interval, q.adaptive_lifo, now),
+                }),
+            }),
+            metrics,
+            name: cfg.name,
+        }
+    }
+
+    pub(crate) fn limit(&self) -> usize {
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        (self.word.load(Ordering::Relaxed) & COUNT_MASK) as usize
+    }
+
+    pub(crate) fn queued(&self) -> usize {
+        self.queue
+            .as_ref()
+            .map_or(0, |q| q.len.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn min_rtt(&self) -> Option<Duration> {
+        match self.min_rtt_ns.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(Duration::from_nanos(ns)),
+        }
+    }
+
+    pub(crate) fn is_partitioned(&self) -> bool {
+        self.partitioned
+    }
+
+    /// Maps a class name to a partition; unknown names go to the last partition.
+    pub(crate) fn partition_index(&self, name: &str) -> usize {
+        self.partitions
+            .iter()
+            .position(|p| p.name == name)
+            .unwrap_or(self.partitions.len() - 1)
+    }
+
+    /// Whether new requests must queue behind others (queue mode with waiters).
+    #[inline]
+    pub(crate) fn queue_busy(&self) -> bool {
+        match &self.queue {
+            Some(q) => q.len.load(Ordering::SeqCst) > 0,
+            None => false,
+        }
+    }
+
+    /// A partition's guaranteed share of `limit` (at least 1).
+    fn guarantee(&self, p: usize, limit: usize) -> usize {
+        ((limit as f64 * self.partitions[p].share) as usize).max(1)
+    }
+
+    fn nanos(&self, now: Instant) -> u64 {
+        // +1 so that a claim made at the epoch is not read as "no claim".
+        now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
+    }
+
+    /// Tries to admit a request of partition `p`. Lock-free.
+    #[inline]
+    pub(crate) fn try_acquire(&self, p: usize) -> Option<Ticket> {
+        let limit = self.limit.load(Ordering::Relaxed);
+        let prev = self.word.fetch_add(SEQ_ONE | 1, Ordering::SeqCst);
+        let before = (prev & COUNT_MASK) as usize;
+        if before >= limit {
+            self.word.fetch_sub(1, Ordering::SeqCst);
+            if self.partitioned {
+                self.claim(p, limit);
+            }
+            return None;
+        }
+        if self.partitioned && !self.admit_partition(p, before + 1, limit) {
+            self.word.fetch_sub(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(Ticket {
+            in_flight: before + 1,
+            sampled: (prev >> 32) & self.sample_mask == 0,
+        })
+    }
+
+    /// A partition below its guarantee was turned away because the total is at the limit:
+    /// from now on other partitions may not borrow its unused share (for `claim_ttl`).
+    #[cold]
+    fn claim(&self, p: usize, limit: usize) {
+        let part = &self.partitions[p];
+        if part.in_flight.load(Ordering::Relaxed) < self.guarantee(p, limit) {
+            let until = self.nanos(Instant::now() + self.claim_ttl);
+            part.claim_until.fetch_max(until, Ordering::Relaxed);
+        }
+    }
+
+    /// Partition admission, once the total is known to be within the limit.
+    ///
+    /// A partition below its guarantee is always admitted. Above it, it borrows: admitted only
+    /// if the total stays within `limit` minus the unused guarantees of the other partitions
+    /// that are *active* (have requests in flight, or claimed their share recently). Best-effort
+    /// traffic can therefore use idle capacity, but never the share a busy critical class is
+    /// entitled to: it is shed first.
+    fn admit_partition(&self, p: usize, total: usize, limit: usize) -> bool {
+        let part = &self.partitions[p];
+        let prev = part.in_flight.fetch_add(1, Ordering::SeqCst);
+        if prev < self.guarantee(p, limit) {
+            return true;
+        }
+        let mut now_ns = None;
+        let mut reserved = 0;
+        for (q, other) in self.partitions.iter().enumerate() {
+            if q == p {
+                continue;
+            }
+            let used = other.in_flight.load(Ordering::SeqCst);
+            let active = used > 0 || {
+                let claim = other.claim_until.load(Ordering::Relaxed);
+                claim != 0 && claim > *now_ns.get_or_insert_with(|| self.nanos(Instant::now()))
+            };
+            if active {
+                reserved += self.guarantee(q, limit).saturating_sub(used);
+            }
+        }
+        if total + reserved <= limit {
+            true
+        } else {
+            part.in_flight.fetch_sub(1, Ordering::SeqCst);
+            false
+        }
+    }
+
+    /// Returns one permit of partition `p`.
+    fn release(&self, p: usize) {
+        if self.partitioned {
+            self.partitions[p].in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.word.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Feeds a sample to the algorithm, unless another completion is doing so right now.
+    fn record(&self, sample: Sample, now: Instant) {
+        let mut algo = match self.algo.try_lock() {
+            Ok(algo) => algo,
+            Err(std::sync::TryLockError::WouldBlock) => return,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        };
+        let new = algo.update(sample, now).clamp(1, COUNT_MASK as usize);
+        let min_rtt = algo.min_rtt();
+        drop(algo);
+        // Only the lock holder writes these, so plain loads and stores suffice.
+        let rtt = sample.rtt.as_nanos().min(u128::from(u64::MAX)) as u64;
+        let old_rtt = self.rtt_ns.load(Ordering::Relaxed);
+        let smoothed = if old_rtt == 0 {
+            rtt
+        } else {
+            old_rtt - old_rtt / 8 + rtt / 8
+        };
+        self.rtt_ns.store(smoothed.max(1), Ordering::Relaxed);
+        if let Some(min) = min_rtt {
+            self.min_rtt_ns
+                .store((min.as_nanos() as u64).max(1), Ordering::Relaxed);
+            self.metrics.min_rtt.set(min.as_secs_f64());
+        }
+        self.metrics.in_flight.set(self.in_flight() as f64);
+        let old = self.limit.swap(new, Ordering::Relaxed);
+        if old != new {
+            self.metrics.limit.set(new as f64);
+            tracing::debug!(name = %self.name, old, new, rtt = ?sample.rtt, "concurrency limit changed");
+        }
+    }
+
+    /// The hint given to rejected callers: twice the smoothed RTT, clamped.
+    pub(crate) fn retry_after(&self) -> Duration {
+        let (min, max) = self.retry_after;
+        let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
+        (rtt * 2).clamp(min, max)
+    }
+
+    /// The rejection for partition `p`, counted.
+    pub(crate) fn reject(&self, p: usize) -> Overloaded {
+        self.partitions[p].rejected.increment(1);
+        Overloaded::with_retry_after(self.retry_after())
+    }
+
+    /// Queues a request of partition `p`. `Err` if the queue is full.
+    pub(crate) fn enqueue(
+        self: &Arc<Self>,
+        p: usize,
+        deadline: Option<Deadline>,
+        now: Instant,
+    ) -> Result<oneshot::Receiver<Grant>, ()> {
+        let Some(queue) = &self.queue else {
+            return Err(());
+        };
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut state = queue.lock();
+            if state.entries.len() >= queue.capacity {
+                state.entries.retain(|e| !e.tx.is_closed());
+                if state.entries.len() >= queue.capacity {
+                    queue.len.store(state.entries.len(), Ordering::SeqCst);
+                    return Err(());
+                }
+            }
+            if state.entries.is_empty() {
+                state.codel.observe_empty(now);
+            }
+            state.entries.push_back(Entry {
+                tx,
+                enqueued: now,
+                deadline,
+                partition: p,
+            });
+            queue.len.store(state.entries.len(), Ordering::SeqCst);
+        }
+        // A permit may have been returned between the failed admission and the push.
+        self.drain();
+        Ok(rx)
+    }
+
+    /// The longest a queued request may wait.
+    pub(crate) fn max_queue_wait(&self) -> Duration {
+        self.queue.as_ref().map_or(Duration::ZERO, |q| q.interval)
+    }
+
+    /// Forgets waiters that gave up.
+    pub(crate) fn purge(&self) {
+        if let Some(queue) = &self.queue {
+            let mut state = queue.lock();
+            state.entries.retain(|e| !e.tx.is_closed());
+            queue.len.store(state.entries.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Hands free permits to queued requests: sheds those that waited too long (CoDel) or whose
+    /// deadline passed, then admits in FIFO order, or LIFO while the queue stands.
+    pub(crate) fn drain(self: &Arc<Self>) {
+        let Some(queue) = &self.queue else { return };
+        loop {
+            let now = Instant::now();
+            let mut orphan = None;
+            {
+                let mut state = queue.lock();
+                let QueueState { entries, codel } = &mut *state;
+                let mut i = 0;
+                while i < entries.len() {
+                    let e = &entries[i];
+                    let grant = if e.tx.is_closed() {
+                        None
+                    } else if e.deadline.is_some_and(|d| d.is_expired(now)) {
+                        Some(Grant::Expired)
+                    } else if codel.expired(e.enqueued, now) {
+                        Some(Grant::Shed(self.reject(e.partition)))
+                    } else {
+                        i += 1;
+                        continue;
+                    };
+                    if let (Some(e), Some(grant)) = (entries.remove(i), grant) {
+                        let _ = e.tx.send(grant);
+                    }
+                }
+                if entries.is_empty() {
+                    codel.observe_empty(now);
+                    queue.len.store(0, Ordering::SeqCst);
+                    return;
+                }
+                let lifo = codel.lifo(now);
+                let n = entries.len();
+                let mut granted = None;
+                for i in 0..n {
+                    let idx = if lifo { n - 1 - i } else { i };
+                    if let Some(t) = self.try_acquire(entries[idx].partition) {
+                        granted = Some((idx, t));
+                        break;
+                    }
+                    if !self.partitioned {
+                        break; // everyone competes for the same permits
+                    }
+                }
+                let Some((idx, ticket)) = granted else {
+                    queue.len.store(n, Ordering::SeqCst);
+                    return;
+                };
+                let Some(entry) = entries.remove(idx) else {
+                    return;
+                };
+                queue.len.store(entries.len(), Ordering::SeqCst);
+                self.metrics
+                    .queue_time
+                    .record(now.saturating_duration_since(entry.enqueued).as_secs_f64());
+                let permit = Permit::new(self.clone(), entry.partition, ticket);
+                if let Err(Grant::Admitted(p)) = entry.tx.send(Grant::Admitted(permit)) {
+                    orphan = Some(p);
+                }
+            }
+            // The waiter vanished after all: its permit is returned outside the lock (which
+            // drains again).
+            drop(orphan);
+        }
+    }
+}
+
+/// An admitted request's hold on the limiter: returned on drop, so success, error and
+/// cancellation all release it. A measured request also reports its sample when dropped.
+pub(crate) struct Permit {
+    limiter: Arc<Limiter>,
+    partition: usize,
+    in_flight: usize,
+    start: Option<Instant>,
+    outcome: Option<bool>,
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("partition", &self.partition)
+            .field("sampled", &self.start.is_some())
+            .finish()
+    }
+}
+
+impl Permit {
+    #[inline]
+    pub(crate) fn new(limiter: Arc<Limiter>, partition: usize, ticket: Ticket) -> Self {
+        Self {
+            limiter,
+            partition,
+            in_flight: ticket.in_flight,
+            start: ticket.sampled.then(Instant::now),
+            outcome: None,
+        }
+    }
+
+    /// Whether this request is measured.
+    #[inline]
+    pub(crate) fn sampled(&self) -> bool {
+        self.start.is_some()
+    }
+
+    /// Records how the request ended: `Some(dropped)` to feed a sample, `None` to ignore it.
+    pub(crate) fn finish(&mut self, dropped: Option<bool>) {
+        self.outcome = dropped;
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let (Some(start), Some(dropped)) = (self.start, self.outcome) {
+            let now = Instant::now();
+            let sample = Sample {
+                rtt: now.saturating_duration_since(start),
+                in_flight: self.in_flight,
+                dropped,
+            };
+            self.limiter.record(sample, now);
+        }
+        self.limiter.release(self.partition);
+        if self.limiter.queue_busy() {
+            self.limiter.drain();
+        }
+    }
+}
