@@ -106,6 +106,8 @@ pub mod future;
 mod handle;
 pub mod keyed;
 mod layer;
+#[cfg(all(test, loom))]
+mod loom_tests;
 pub mod policy;
 mod service;
 mod shared;

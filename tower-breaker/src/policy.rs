@@ -54,7 +54,7 @@
 //! starts again at `n = 1`.
 
 use crate::config::BreakerConfig;
-use crate::sync::{AtomicU64, Ordering};
+use crate::sync::{AtomicU64, Ordering, fence};
 use crate::window::{Counts, Sample, Window};
 use damper_core::backoff::Backoff;
 use damper_core::classify::{Failure, FailureKind, Outcome};
@@ -711,6 +711,9 @@ impl Policy {
             }
         }
         if reason.is_none() {
+            // Of two failures recorded at once, at least one sum must see both (a store-load
+            // pattern that needs a full fence; only failures and slow calls pay for it).
+            fence(Ordering::SeqCst);
             let c = self.window.sum(epoch);
             if c.total >= self.min_requests {
                 let total = c.total as f64;

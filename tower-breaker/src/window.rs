@@ -1,24 +1,24 @@
 //! The sliding time window of outcome counts.
 //!
 //! # Window mechanics
-//! The window (default 10 s) is a ring of [`BUCKETS`] sub-windows. Each sub-window is tagged with
-//! the epoch it holds, `(now − origin) / (window / BUCKETS)`. A recorder that finds the slot for
-//! its epoch tagged with an older one claims it with one compare-and-swap, clears it and re-tags
-//! it; a recorder racing that clear drops its one sample (it is being attributed to the
-//! sub-window going away). A sum reads the slots whose epoch lies in the last [`BUCKETS`]
-//! epochs (the current, partial one included), so the window covers between 9/10 and all of
-//! its nominal length, and re-checks each tag after reading, leaving out a slot that rotated
-//! under it. Counts are exact: nothing is smoothed, and nothing older than the window survives
-//! (the defect of cumulative "sliding" count windows, where 10,000 old successes keep an outage
-//! from tripping).
+//! The window (default 10 s) is a ring of [`BUCKETS`] sub-windows. Every counter is one atomic
+//! word holding both its count (low 32 bits) and the epoch it counts (high 32 bits), where the
+//! epoch is `(now − origin) / (window / BUCKETS)`. Recording is one compare-and-swap: if the
+//! word holds the recorder's epoch (or a newer one) the count goes up by one; if it holds an
+//! older epoch the word is replaced by "this epoch, count 1". So rotation needs no separate
+//! clearing phase that a concurrent recorder could race: no sample is ever lost, and a sample
+//! recorded a moment late lands in the newer sub-window, never in a stale one. A sum adds the
+//! counters whose epoch lies in the last [`BUCKETS`] epochs (the current, partial one
+//! included), so the window covers between 9/10 and all of its nominal length. Counts are exact:
+//! nothing is smoothed or sampled, and nothing older than the window survives (the defect of
+//! cumulative "sliding" count windows, where 10,000 old successes keep an outage from
+//! tripping).
 //!
 //! # Striping
-//! Every recorded call is a relaxed `fetch_add` on a counter no other thread writes: counters are
-//! split into *stripes*, one cache-line-aligned block per stripe, and each thread records into
-//! its own stripe. Two threads recording at the same time therefore never bounce a cache line,
-//! which is what lets the breaker scale with cores. The tags are read by every call but written
-//! only once per sub-window, so they stay shared in every core's cache. Only a sum (done on a
-//! failure or a slow call, never on a success) walks `BUCKETS × stripes` counters.
+//! Counters are split into *stripes*, one cache-line-aligned block per stripe, and each thread
+//! records into its own stripe, so two threads recording at the same time never bounce a
+//! cache line; that is what lets the breaker scale with cores. Only a sum (done on a failure or
+//! a slow call, never on a success) walks `BUCKETS × stripes` counters.
 
 use crate::sync::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,10 +26,8 @@ use std::time::Duration;
 /// The number of sub-windows in the ring.
 pub(crate) const BUCKETS: usize = 10;
 
-/// Set in a tag while its slot is being cleared.
-const CLEARING: u64 = 1 << 63;
-
-/// One sub-window's counters within one stripe.
+/// One sub-window's counters within one stripe; each word is `epoch + 1` (high 32 bits) and a
+/// count (low 32 bits).
 #[derive(Debug, Default)]
 struct Cell {
     total: AtomicU64,
@@ -42,13 +40,6 @@ struct Cell {
 #[repr(align(128))]
 struct Stripe {
     cells: [Cell; BUCKETS],
-}
-
-/// The tags of the ring, `epoch + 1` (0 = never used), alone on their cache lines.
-#[derive(Debug, Default)]
-#[repr(align(128))]
-struct Tags {
-    tags: [AtomicU64; BUCKETS],
 }
 
 /// What the window holds.
@@ -69,13 +60,55 @@ pub(crate) struct Sample {
     pub(crate) slow: bool,
 }
 
+const COUNT: u64 = u32::MAX as u64;
+
+fn tag_of(epoch: u64) -> u64 {
+    (epoch.wrapping_add(1) & COUNT) << 32
+}
+
+/// Counts one sample of `epoch` into `word`.
+#[inline]
+fn bump(word: &AtomicU64, epoch: u64) {
+    let tag = tag_of(epoch);
+    let mut v = word.load(Ordering::Relaxed);
+    loop {
+        let held = v & !COUNT;
+        // Is the held epoch older than ours (wrapping)? Then start the word over.
+        let older = ((tag >> 32).wrapping_sub(held >> 32) as u32 as i32) > 0;
+        let next = if older {
+            tag | 1
+        } else if v & COUNT == COUNT {
+            return;
+        } else {
+            v + 1
+        };
+        // Sequentially consistent, so that of two failures recorded at once, at least one
+        // thread's sum sees both (on x86 a `lock cmpxchg` either way).
+        match word.compare_exchange_weak(v, next, Ordering::SeqCst, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(actual) => v = actual,
+        }
+    }
+}
+
+/// The count of `word` if its epoch is one of the `BUCKETS` epochs up to `epoch`.
+#[inline]
+fn live(word: &AtomicU64, epoch: u64) -> u64 {
+    let v = word.load(Ordering::SeqCst);
+    if v == 0 {
+        return 0;
+    }
+    let age = ((tag_of(epoch) >> 32).wrapping_sub(v >> 32)) & COUNT;
+    if age < BUCKETS as u64 { v & COUNT } else { 0 }
+}
+
 /// A ring of [`BUCKETS`] epoch-tagged sub-windows of striped atomic counters.
 #[derive(Debug)]
 pub(crate) struct Window {
     sub_nanos: u64,
-    /// The last epoch seen by a recorder: a hint that saves the division on most calls.
+    /// The latest epoch seen by a recorder: a hint that saves the division on most calls, and
+    /// the sub-window of calls recorded without reading the clock.
     hint: AtomicU64,
-    tags: Tags,
     stripes: Box<[Stripe]>,
 }
 
@@ -87,7 +120,6 @@ impl Window {
         Self {
             sub_nanos,
             hint: AtomicU64::new(0),
-            tags: Tags::default(),
             stripes: (0..stripes).map(|_| Stripe::default()).collect(),
         }
     }
@@ -106,77 +138,38 @@ impl Window {
         }
         let epoch = nanos / self.sub_nanos;
         if epoch > hint {
-            self.hint.store(epoch, Ordering::Relaxed);
+            self.hint.fetch_max(epoch, Ordering::Relaxed);
         }
         epoch
     }
 
-    /// The most recent epoch any recorder has seen (for idle eviction).
+    /// The latest epoch any recorder has seen.
     pub(crate) fn last_epoch(&self) -> u64 {
         self.hint.load(Ordering::Relaxed)
     }
 
     /// Records one call into `stripe` for `epoch`.
+    #[inline]
     pub(crate) fn record(&self, stripe: usize, epoch: u64, sample: Sample) {
-        let want = epoch + 1;
         let slot = (epoch % BUCKETS as u64) as usize;
-        let tag = &self.tags.tags[slot];
-        let seen = tag.load(Ordering::Acquire);
-        if seen != want {
-            if seen & CLEARING != 0 || seen > want {
-                // Being cleared, or already holding a newer epoch: this sample belongs to the
-                // sub-window going away.
-                return;
-            }
-            if tag
-                .compare_exchange(seen, want | CLEARING, Ordering::AcqRel, Ordering::Acquire)
-                .is_err()
-            {
-                return;
-            }
-            self.clear_slot(slot);
-            tag.store(want, Ordering::Release);
-        }
         let cell = &self.stripes[stripe & (self.stripes.len() - 1)].cells[slot];
-        cell.total.fetch_add(1, Ordering::Relaxed);
+        bump(&cell.total, epoch);
         if sample.failure {
-            cell.failures.fetch_add(1, Ordering::Relaxed);
+            bump(&cell.failures, epoch);
         }
         if sample.slow {
-            cell.slow.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    fn clear_slot(&self, slot: usize) {
-        for stripe in self.stripes.iter() {
-            let cell = &stripe.cells[slot];
-            cell.total.store(0, Ordering::Relaxed);
-            cell.failures.store(0, Ordering::Relaxed);
-            cell.slow.store(0, Ordering::Relaxed);
+            bump(&cell.slow, epoch);
         }
     }
 
     /// Sums the sub-windows of the last [`BUCKETS`] epochs up to `epoch`.
     pub(crate) fn sum(&self, epoch: u64) -> Counts {
-        let cur = epoch + 1;
         let mut counts = Counts::default();
-        for (slot, tag) in self.tags.tags.iter().enumerate() {
-            let seen = tag.load(Ordering::Acquire);
-            if seen == 0 || seen & CLEARING != 0 || seen > cur || seen + BUCKETS as u64 <= cur {
-                continue;
-            }
-            let mut part = Counts::default();
-            for stripe in self.stripes.iter() {
-                let cell = &stripe.cells[slot];
-                part.total += cell.total.load(Ordering::Relaxed);
-                part.failures += cell.failures.load(Ordering::Relaxed);
-                part.slow += cell.slow.load(Ordering::Relaxed);
-            }
-            // If the slot rotated while we read it, what we read is not this epoch's.
-            if tag.load(Ordering::Acquire) == seen {
-                counts.total += part.total;
-                counts.failures += part.failures;
-                counts.slow += part.slow;
+        for stripe in self.stripes.iter() {
+            for cell in stripe.cells.iter() {
+                counts.total += live(&cell.total, epoch);
+                counts.failures += live(&cell.failures, epoch);
+                counts.slow += live(&cell.slow, epoch);
             }
         }
         counts
@@ -184,14 +177,15 @@ impl Window {
 
     /// Forgets everything. Only called while no caller records (the breaker is half-open).
     pub(crate) fn clear(&self) {
-        for (slot, tag) in self.tags.tags.iter().enumerate() {
-            tag.store(CLEARING, Ordering::Release);
-            self.clear_slot(slot);
-            tag.store(0, Ordering::Release);
+        for stripe in self.stripes.iter() {
+            for cell in stripe.cells.iter() {
+                cell.total.store(0, Ordering::SeqCst);
+                cell.failures.store(0, Ordering::SeqCst);
+                cell.slow.store(0, Ordering::SeqCst);
+            }
         }
     }
 }
-
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -258,13 +252,34 @@ mod tests {
     }
 
     #[test]
-    fn late_samples_for_a_rotated_slot_are_dropped() {
+    fn late_samples_land_in_the_newer_sub_window() {
         let w = window();
-        w.record(0, 10, OK);
-        // A straggler recording for epoch 0 (same slot) must not pollute epoch 10.
         w.record(0, 0, FAIL);
-        assert_eq!(w.sum(10).failures, 0);
-        assert_eq!(w.sum(10).total, 1);
+        w.record(0, 10, OK);
+        // A recorder a moment late for epoch 0 (same slot) is counted, in epoch 10; epoch 0's
+        // own failure is gone.
+        w.record(0, 0, OK);
+        assert_eq!(
+            w.sum(10),
+            Counts {
+                total: 2,
+                failures: 0,
+                slow: 0
+            }
+        );
+        // Every word's epoch is checked on its own.
+        w.record(0, 10, FAIL);
+        assert_eq!(w.sum(10).failures, 1);
+    }
+
+    #[test]
+    fn counts_saturate() {
+        let w = window();
+        let cell = &w.stripes[0].cells[3];
+        cell.total.store(tag_of(3) | (COUNT - 1), Ordering::Relaxed);
+        w.record(0, 3, OK);
+        w.record(0, 3, OK);
+        assert_eq!(w.sum(3).total, COUNT);
     }
 
     #[test]
