@@ -1,0 +1,95 @@
+//! Resilience layers for Tower that stack into one deliberately damped control system.
+//!
+//! ```
+//! use std::time::Duration;
+//! use tower::{Service, ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), damper::BoxError> {
+//! // deadline → retry (budget) → hedge (same budget) → breaker → adaptive timeout → service
+//! let stack = damper::ClientStack::new()
+//!     .name("inventory")
+//!     .deadline(Duration::from_secs(2))
+//!     .build()?;
+//! let handles = stack.handles().clone();
+//!
+//! let mut client = ServiceBuilder::new()
+//!     .layer(stack)
+//!     .service_fn(|sku: u32| async move { Ok::<_, damper::BoxError>(sku * 10) });
+//!
+//! assert_eq!(client.ready().await?.call(7).await?, 70);
+//! // The hedge saw the request; it is not warmed up, so it sent no hedge.
+//! assert_eq!(handles.hedge().unwrap().stats().requests, 1);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # The layers
+//! Each lives in its own crate, re-exported here, and is useful alone:
+//!
+//! | module | crate | what it does |
+//! |---|---|---|
+//! | [`timeout`] | `tower-adaptive-timeout` | per-attempt timeout from observed latency; request deadlines |
+//! | [`retry_budget`] | `tower-retry-budget` | token-bucket retry budget and the retry layer |
+//! | [`breaker`] | `tower-breaker` | circuit breaker that trips on evidence and backs off with jitter |
+//! | [`shed`] | `tower-shed` | adaptive concurrency limits and load shedding |
+//! | [`hedge`] | `tower-hedge` | hedged requests under a hard extra-load budget |
+//! | [`fault`] | `tower-fault` | fault injection for tests and drills |
+//! | [`core`] | `damper-core` | classification, pushback, deadlines, histogram, budget, errors |
+//!
+//! # The stacks
+//! [`ClientStack`] wires, outermost first:
+//!
+//! ```text
+//! deadline → retry (budget) → hedge (same budget) → breaker → client limit → adaptive timeout → transport
+//! ```
+//!
+//! and [`ServerStack`]:
+//!
+//! ```text
+//! shed (adaptive limit, CoDel/LIFO queue, partitions) → deadline enforcement → handler
+//! ```
+//!
+//! The couplings that make the client stack one damped system rather than five independent
+//! loops:
+//! - **one budget** for retries and hedges: total attempts ≤ (1 + ratio) × requests + floor;
+//! - **one latency histogram** read by the adaptive timeout and the hedge delay (the timeout
+//!   records every attempt, including censored timeouts);
+//! - **deadline first**: retries and hedges are not sent when the remaining deadline cannot fit
+//!   an attempt, and every attempt timeout is capped by it;
+//! - **local rejections are final**: an open breaker or a full client limit is never retried
+//!   against the same dependency; server overload signals (429/503 with `Retry-After`,
+//!   `RESOURCE_EXHAUSTED`, pushback) delay or stop retries and lengthen the breaker's open period;
+//! - **retries never queue**: a retry is sent only if the inner service is ready now.
+//!
+//! Every layer can be switched off or tuned ([`ClientStack::configure`], [`config`]), and the
+//! configuration deserializes with serde, durations as `"250ms"`.
+//!
+//! # Presets
+//! - [`ClientStack::new`]: plain `Clone` requests, `Err` is a failure.
+//! - [`ClientStack::http`] / [`ServerStack::http`] (feature `http`, on by default).
+//! - [`ClientStack::grpc`] / [`ServerStack::grpc`] (feature `grpc`).
+#![cfg_attr(docsrs, feature(doc_cfg))]
+#![doc(test(no_crate_inject, attr(deny(warnings, rust_2018_idioms))))]
+
+mod client;
+pub mod config;
+mod duration;
+mod ext;
+mod optional;
+mod server;
+
+pub use crate::client::{ClientHandles, ClientLayer, ClientService, ClientStack};
+pub use crate::config::ConfigError;
+pub use crate::ext::ServiceBuilderExt;
+pub use crate::optional::{Maybe, MaybeFuture, Optional};
+pub use crate::server::{ServerLayer, ServerService, ServerStack};
+pub use damper_core::BoxError;
+
+pub use damper_core as core;
+pub use tower_adaptive_timeout as timeout;
+pub use tower_breaker as breaker;
+pub use tower_fault as fault;
+pub use tower_hedge as hedge;
+pub use tower_retry_budget as retry_budget;
+pub use tower_shed as shed;

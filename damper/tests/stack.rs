@@ -1,0 +1,370 @@
+//! The facade's stacks, end to end on in-process services, in paused time.
+
+use damper::config::{ClientConfig, ServerConfig};
+use damper::core::error::{CircuitOpen, DeadlineExceeded};
+use damper::{BoxError, ClientStack, ServerStack};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// A backend that counts calls and fails while `failing` is set.
+#[derive(Clone, Default)]
+struct Backend {
+    calls: Arc<AtomicU64>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend {
+    fn service(&self) -> tower::util::BoxCloneService<u32, u32, BoxError> {
+        let calls = self.calls.clone();
+        let failing = self.failing.clone();
+        tower::util::BoxCloneService::new(tower::service_fn(move |n: u32| {
+            calls.fetch_add(1, Ordering::Relaxed);
+            let fail = failing.load(Ordering::Relaxed);
+            async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                if fail {
+                    Err::<u32, BoxError>("backend down".into())
+                } else {
+                    Ok(n)
+                }
+            }
+        }))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_outage_costs_little_extra_load_and_trips_the_breaker() {
+    let backend = Backend::default();
+    backend.failing.store(true, Ordering::Relaxed);
+    let layer = ClientStack::new().name("outage").seed(1).build().unwrap();
+    let handles = layer.handles().clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(backend.service());
+
+    let requests = 2_000u64;
+    let mut failures = 0;
+    for i in 0..requests {
+        let res = svc.ready().await.unwrap().call(i as u32).await;
+        if res.is_err() {
+            failures += 1;
+        }
+        tokio::time::advance(Duration::from_millis(1)).await;
+    }
+    assert_eq!(failures, requests, "nothing can succeed during an outage");
+    let attempts = backend.calls.load(Ordering::Relaxed);
+    // The breaker trips after `min_requests` calls and lets only probes through; the budget
+    // pays for at most a few floor retries. Far below the naive 3×.
+    assert!(
+        attempts < requests / 5,
+        "{attempts} backend attempts for {requests} requests"
+    );
+    assert_eq!(
+        handles.breaker().unwrap().state(),
+        damper::breaker::State::Open,
+        "the breaker should be open"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_within_the_budget() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    // Every third attempt fails.
+    let backend = tower::service_fn(move |n: u32| {
+        let k = c.fetch_add(1, Ordering::Relaxed);
+        async move {
+            if k % 3 == 2 {
+                Err::<u32, BoxError>("flaky".into())
+            } else {
+                Ok(n)
+            }
+        }
+    });
+    let layer = ClientStack::new()
+        .breaker(false)
+        .hedging(false)
+        .seed(7)
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let mut ok = 0;
+    for i in 0..300u32 {
+        if svc.ready().await.unwrap().call(i).await.is_ok() {
+            ok += 1;
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    // Without retries a third would fail; the floor (10/s) and the deposits pay for retries.
+    assert!(ok >= 290, "{ok} of 300 succeeded");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_is_a_local_rejection_and_is_not_retried() {
+    let backend = Backend::default();
+    let layer = ClientStack::new().hedging(false).build().unwrap();
+    layer.handles().breaker().unwrap().force_open();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(backend.service());
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(
+        damper::core::error::find::<CircuitOpen>(&*err).is_some(),
+        "{err}"
+    );
+    assert_eq!(backend.calls.load(Ordering::Relaxed), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_bounds_all_attempts() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let backend = tower::service_fn(move |_n: u32| {
+        c.fetch_add(1, Ordering::Relaxed);
+        async move {
+            std::future::pending::<()>().await;
+            Ok::<u32, BoxError>(0)
+        }
+    });
+    let layer = ClientStack::new()
+        .deadline(Duration::from_millis(300))
+        .hedging(false)
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let start = tokio::time::Instant::now();
+    let err = svc.ready().await.unwrap().call(1).await.unwrap_err();
+    let took = start.elapsed();
+    assert!(
+        damper::core::error::find::<DeadlineExceeded>(&*err).is_some(),
+        "expected DeadlineExceeded, got {err}"
+    );
+    assert!(took <= Duration::from_millis(301), "took {took:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn services_built_from_one_layer_share_one_breaker() {
+    let backend = Backend::default();
+    backend.failing.store(true, Ordering::Relaxed);
+    let layer = ClientStack::new()
+        .retries(false)
+        .hedging(false)
+        .build()
+        .unwrap();
+    let mut a = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(backend.service());
+    let mut b = ServiceBuilder::new()
+        .layer(layer.clone())
+        .service(backend.service());
+    for i in 0..50 {
+        let _ = a.ready().await.unwrap().call(i).await;
+    }
+    let before = backend.calls.load(Ordering::Relaxed);
+    let err = b.ready().await.unwrap().call(1).await.unwrap_err();
+    assert!(
+        damper::core::error::find::<CircuitOpen>(&*err).is_some(),
+        "{err}"
+    );
+    assert_eq!(backend.calls.load(Ordering::Relaxed), before);
+}
+
+#[test]
+fn invalid_client_values_name_the_field() {
+    let cases: Vec<(&str, &str)> = vec![
+        ("[budget]\nratio = 2.0", "client.budget.ratio"),
+        ("[budget]\nmax_tokens = 0.5", "client.budget.max_tokens"),
+        ("[retry]\nmax_attempts = 0", "client.retry.max_attempts"),
+        (
+            "[retry]\nbackoff_min = \"2s\"\nbackoff_max = \"1s\"",
+            "client.retry.backoff_min",
+        ),
+        (
+            "[retry]\nbackoff_multiplier = 0.5",
+            "client.retry.backoff_multiplier",
+        ),
+        (
+            "[hedge]\nmax_extra_load = 1.5",
+            "client.hedge.max_extra_load",
+        ),
+        ("[hedge]\nmax_hedges = 0", "client.hedge.max_hedges"),
+        (
+            "[breaker]\nfailure_rate = 1.5",
+            "client.breaker.failure_rate",
+        ),
+        ("[breaker]\nprobes = 0", "client.breaker.probes"),
+        ("[timeout]\nquantile = 1.5", "client.timeout.quantile"),
+        ("[timeout]\nmultiplier = 0.5", "client.timeout.multiplier"),
+        (
+            "[limit]\nenabled = true\nalgorithm = \"fixed\"",
+            "client.limit.max",
+        ),
+        (
+            "[limit]\nenabled = true\nmin = 10\nmax = 5",
+            "client.limit.max",
+        ),
+    ];
+    for (toml_text, path) in cases {
+        let config: ClientConfig = toml::from_str(toml_text).expect(toml_text);
+        let err = ClientStack::new().config(config).build().unwrap_err();
+        assert_eq!(err.path(), path, "{toml_text}: {err}");
+        assert!(!err.reason().is_empty());
+    }
+}
+
+#[test]
+fn invalid_server_values_name_the_field() {
+    let cases: Vec<(&str, &str)> = vec![
+        (
+            "[limit]\nalgorithm = \"fixed\"\nmax = 0",
+            "server.limit.max",
+        ),
+        (
+            "[[partitions]]\nname = \"critical\"\nshare = 1.5",
+            "server.partitions[0].share",
+        ),
+        (
+            "[[partitions]]\nname = \"a\"\nshare = 0.8\n[[partitions]]\nname = \"b\"\nshare = 0.5",
+            "server.partitions",
+        ),
+    ];
+    for (toml_text, path) in cases {
+        let config: ServerConfig = toml::from_str(toml_text).expect(toml_text);
+        let err = ServerStack::new().config(config).build().unwrap_err();
+        assert_eq!(err.path(), path, "{toml_text}: {err}");
+    }
+}
+
+#[test]
+fn configs_round_trip_and_reject_unknown_fields() {
+    let text = r#"
+        name = "payments"
+        deadline = "1500ms"
+        [budget]
+        ratio = 0.2
+        ttl = "10s"
+        [retry]
+        max_attempts = 2
+        jitter = "decorrelated"
+        [breaker]
+        mode = "gate"
+        open_min = "2s"
+        [limit]
+        enabled = true
+        algorithm = "vegas"
+        max = 64
+    "#;
+    let config: ClientConfig = toml::from_str(text).unwrap();
+    assert_eq!(config.deadline, Some(Duration::from_millis(1500)));
+    assert_eq!(config.budget.ttl, Some(Duration::from_secs(10)));
+    let again: ClientConfig = toml::from_str(&toml::to_string(&config).unwrap()).unwrap();
+    assert_eq!(config, again);
+    let json: ClientConfig =
+        serde_json::from_str(&serde_json::to_string(&config).unwrap()).unwrap();
+    assert_eq!(config, json);
+    ClientStack::new().config(config).build().unwrap();
+
+    let err = toml::from_str::<ClientConfig>("[retry]\nmax_atempts = 2").unwrap_err();
+    assert!(err.to_string().contains("max_atempts"), "{err}");
+    let err = toml::from_str::<ClientConfig>("deadline = \"soon\"").unwrap_err();
+    assert!(err.to_string().contains("duration"), "{err}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_server_stack_sheds_with_503_and_retry_after() {
+    let mut config = ServerConfig::default();
+    config.limit.algorithm = Some(damper::config::LimitAlgorithm::Fixed);
+    config.limit.max = Some(1);
+    let layer = ServerStack::http().config(config).build().unwrap();
+    let handle = layer.shed_handle().unwrap().clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|_req: http::Request<()>| async {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+        });
+    let first = svc.ready().await.unwrap().call(http::Request::new(()));
+    let first = tokio::spawn(first);
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 1);
+    let second = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await
+        .unwrap();
+    assert_eq!(second.status(), http::StatusCode::SERVICE_UNAVAILABLE);
+    assert!(second.headers().contains_key(http::header::RETRY_AFTER));
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.status(), http::StatusCode::OK);
+    assert_eq!(handle.in_flight(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_server_stack_drops_requests_whose_caller_gave_up() {
+    let layer = ServerStack::http().build().unwrap();
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |_req: http::Request<()>| {
+            c.fetch_add(1, Ordering::Relaxed);
+            async { Ok::<_, std::convert::Infallible>(http::Response::new(String::new())) }
+        });
+    // A caller that allows zero time has already given up.
+    let req = http::Request::builder()
+        .header("grpc-timeout", "0m")
+        .body(())
+        .unwrap();
+    let res = svc.ready().await.unwrap().call(req).await;
+    match res {
+        Ok(r) => assert_ne!(r.status(), http::StatusCode::OK),
+        Err(e) => assert!(
+            damper::core::error::find::<DeadlineExceeded>(&*e).is_some(),
+            "{e}"
+        ),
+    }
+    assert_eq!(calls.load(Ordering::Relaxed), 0);
+    // A caller with time left is served.
+    let req = http::Request::builder()
+        .header("grpc-timeout", "5S")
+        .body(())
+        .unwrap();
+    let res = svc.ready().await.unwrap().call(req).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_client_preset_retries_only_idempotent_requests() {
+    let calls = Arc::new(AtomicU64::new(0));
+    let c = calls.clone();
+    let backend = tower::service_fn(move |_req: http::Request<String>| {
+        c.fetch_add(1, Ordering::Relaxed);
+        async {
+            Ok::<_, BoxError>(
+                http::Response::builder()
+                    .status(502)
+                    .body(String::new())
+                    .unwrap(),
+            )
+        }
+    });
+    let layer = ClientStack::http().breaker(false).seed(3).build().unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let get = http::Request::get("/").body(String::new()).unwrap();
+    let res = svc.ready().await.unwrap().call(get).await.unwrap();
+    assert_eq!(res.status(), 502);
+    let after_get = calls.load(Ordering::Relaxed);
+    assert!(after_get >= 2, "a GET is retried ({after_get} attempts)");
+    let post = http::Request::post("/").body(String::new()).unwrap();
+    let res = svc.ready().await.unwrap().call(post).await.unwrap();
+    assert_eq!(res.status(), 502);
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        after_get + 1,
+        "a POST is sent once"
+    );
+}
