@@ -14,24 +14,15 @@
 
 use damper_core::BoxError;
 use damper_core::pushback::GRPC_RETRY_PUSHBACK_MS;
-use damper_examples::echo::EchoService;
-use damper_examples::net;
+use damper_examples::echo::{self, say};
+use damper_examples::proto::SayReply;
 use damper_examples::proto::echo_client::EchoClient;
-use damper_examples::proto::echo_server::EchoServer;
-use damper_examples::proto::{SayReply, SayRequest};
-use damper_examples::stack::{ClientGrpc, ClientOptions, ServerGrpc, propagate};
+use damper_examples::stack::{ClientGrpc, ClientOptions, ServerGrpc};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::{Service, ServiceBuilder, ServiceExt};
+use tower::{Service, ServiceExt};
 use tower_shed::limit::Fixed;
-
-fn say(message: &str, work_ms: u32) -> tonic::Request<SayRequest> {
-    tonic::Request::new(SayRequest {
-        message: message.to_owned(),
-        work_ms,
-    })
-}
 
 /// A short description of a call's result.
 fn describe(res: &Result<tonic::Response<SayReply>, BoxError>) -> String {
@@ -50,35 +41,18 @@ fn describe(res: &Result<tonic::Response<SayReply>, BoxError>) -> String {
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
     // --- server: shed (at most 8 in flight) → deadline enforcement → Echo ---
-    let echo = EchoService::new();
-    let stats = echo.stats();
-    let server_stack = ServerGrpc::new("tonic-example", Fixed::new(8)?)?;
-    let (listener, addr) = net::listen().await?;
-    let server = net::spawn_tonic(listener, |incoming| {
-        tonic::transport::Server::builder()
-            .layer(server_stack)
-            .add_service(EchoServer::new(echo))
-            .serve_with_incoming(incoming)
-    });
+    let server = echo::serve(ServerGrpc::new("tonic-example", Fixed::new(8)?)?).await?;
+    let stats = server.stats.clone();
 
     // --- client: retry (budget, deadline) → breaker → adaptive timeout → Channel ---
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .connect()
-        .await?;
-    let transport = EchoClient::new(propagate(channel.clone())?);
+    let channel = echo::channel(server.addr).await?;
     let mut options = ClientOptions::new("tonic-example");
     options.deadline = Duration::from_millis(300);
     options.budget_initial = 5.0;
     options.budget_min_per_sec = 0.0;
     let stack = ClientGrpc::new(&options)?;
     let budget = stack.budget().clone();
-    let mut client =
-        ServiceBuilder::new()
-            .layer(stack)
-            .service_fn(move |req: tonic::Request<SayRequest>| {
-                let mut transport = transport.clone();
-                async move { transport.say(req).await }
-            });
+    let mut client = echo::damped_client(channel.clone(), &stack)?;
 
     println!("1. grpc-timeout propagation (client deadline 300 ms)");
     let res = client.ready().await?.call(say("hello", 5)).await;
@@ -152,6 +126,6 @@ async fn main() -> Result<(), BoxError> {
         damper_core::Budget::balance(&*budget, Instant::now())
     );
 
-    server.abort();
+    server.task.abort();
     Ok(())
 }

@@ -76,3 +76,69 @@ impl Echo for EchoService {
         }))
     }
 }
+
+/// A running `Echo` server.
+#[derive(Debug)]
+pub struct RunningEcho {
+    /// Where it listens (loopback, ephemeral port).
+    pub addr: std::net::SocketAddr,
+    /// The handler's counters.
+    pub stats: Arc<EchoStats>,
+    /// The server task; abort it to stop the server.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Serves [`EchoService`] behind `stack` (the gRPC server stack) on a fresh loopback port. The
+/// listener is bound before this returns, so clients may connect at once.
+pub async fn serve(stack: crate::stack::ServerGrpc) -> std::io::Result<RunningEcho> {
+    let echo = EchoService::new();
+    let stats = echo.stats();
+    let (listener, addr) = crate::net::listen().await?;
+    let task = crate::net::spawn_tonic(listener, |incoming| {
+        tonic::transport::Server::builder()
+            .layer(stack)
+            .add_service(crate::proto::echo_server::EchoServer::new(echo))
+            .serve_with_incoming(incoming)
+    });
+    Ok(RunningEcho { addr, stats, task })
+}
+
+/// A type-erased `Echo/Say` client.
+pub type SayClient = tower::util::BoxCloneSyncService<
+    tonic::Request<SayRequest>,
+    tonic::Response<SayReply>,
+    damper_core::BoxError,
+>;
+
+/// A tonic `Channel` to `addr`, connected.
+pub async fn channel(
+    addr: std::net::SocketAddr,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+}
+
+/// `Echo/Say` over `channel` behind the gRPC client `stack`; the channel is wrapped so the
+/// request's deadline goes out as `grpc-timeout`.
+pub fn damped_client(
+    channel: tonic::transport::Channel,
+    stack: &crate::stack::ClientGrpc,
+) -> Result<SayClient, damper_core::BoxError> {
+    let transport = crate::proto::echo_client::EchoClient::new(crate::stack::propagate(channel)?);
+    let svc = tower::ServiceBuilder::new()
+        .layer(stack.clone())
+        .service_fn(move |req: tonic::Request<SayRequest>| {
+            let mut transport = transport.clone();
+            async move { transport.say(req).await }
+        });
+    Ok(tower::util::BoxCloneSyncService::new(svc))
+}
+
+/// A `Say` request.
+pub fn say(message: &str, work_ms: u32) -> tonic::Request<SayRequest> {
+    tonic::Request::new(SayRequest {
+        message: message.to_owned(),
+        work_ms,
+    })
+}
