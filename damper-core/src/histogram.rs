@@ -54,6 +54,35 @@ const SUB: u64 = 1 << SUB_BITS;
 const BUCKETS: usize = (SUB + (MAX_EXP as u64 + 1 - SUB_BITS as u64) * SUB) as usize;
 const CLEARING: u64 = 1 << 63;
 
+/// Copies of the bucket counters per sub-window, so that threads recording at once mostly add
+/// to different cache lines. Each thread sticks to one stripe, handed out round-robin.
+#[cfg(not(loom))]
+const STRIPES: usize = 2;
+#[cfg(loom)]
+const STRIPES: usize = 1;
+
+/// This thread's stripe.
+#[cfg(not(loom))]
+fn stripe() -> usize {
+    use std::cell::Cell;
+    use std::sync::atomic::AtomicUsize;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
+    STRIPE.with(|s| {
+        let mut i = s.get();
+        if i == usize::MAX {
+            i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
+            s.set(i);
+        }
+        i
+    })
+}
+
+#[cfg(loom)]
+fn stripe() -> usize {
+    0
+}
+
 fn bucket_of(v: u64) -> usize {
     if v < SUB {
         return v as usize;
@@ -135,7 +164,7 @@ impl Slot {
         Self {
             tag: AtomicU64::new(0),
             min: AtomicU64::new(u64::MAX),
-            counts: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            counts: (0..BUCKETS * STRIPES).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 
@@ -158,7 +187,7 @@ pub struct HistogramConfig {
     /// The length of the whole window. Default 10 s.
     pub window: Duration,
     /// How many sub-windows it rotates through. Default 4. More gives a smoother forgetting at
-    /// the cost of memory (about 8.5 KB each) and query time.
+    /// the cost of memory (about 17 KB each: two stripes of 8.5 KB) and query time.
     pub sub_windows: usize,
 }
 
@@ -278,7 +307,7 @@ impl LatencyHistogram {
                 Err(_) => return,
             }
         }
-        slot.counts[bucket_of(v)].fetch_add(1, Ordering::Relaxed);
+        slot.counts[stripe() * BUCKETS + bucket_of(v)].fetch_add(1, Ordering::Relaxed);
         // The minimum rarely moves: read before paying for a read-modify-write.
         if v < slot.min.load(Ordering::Relaxed) {
             slot.min.fetch_min(v, Ordering::Relaxed);
@@ -309,9 +338,13 @@ impl LatencyHistogram {
         let mut scratch = vec![0u64; BUCKETS];
         self.for_live_slots(now, |slot, tag| {
             let mut t = 0;
-            for (dst, c) in scratch.iter_mut().zip(slot.counts.iter()) {
-                *dst = c.load(Ordering::Relaxed);
-                t += *dst;
+            scratch.fill(0);
+            for stripe in slot.counts.chunks(BUCKETS) {
+                for (dst, c) in scratch.iter_mut().zip(stripe) {
+                    let c = c.load(Ordering::Relaxed);
+                    *dst += c;
+                    t += c;
+                }
             }
             let m = slot.min.load(Ordering::Relaxed);
             // Re-check: if the slot rotated while we read it, drop what we read.

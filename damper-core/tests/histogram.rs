@@ -232,3 +232,43 @@ fn huge_and_tiny_values_do_not_panic() {
     assert_eq!(h.quantile(f64::NAN, now), h.quantile(1.0, now));
     assert!(h.quantile(1.0, now).unwrap() > Duration::from_secs(100));
 }
+
+/// Several threads recording into one histogram at once (each on its own counter stripe, where
+/// the layout has several): every sample is counted once, and the quantiles are those of the
+/// union of what the threads recorded.
+#[test]
+fn concurrent_recorders_lose_nothing() {
+    let now = Instant::now();
+    let h = LatencyHistogram::new(now);
+    let per_thread: Vec<Vec<u64>> = (0..4u64)
+        .map(|t| {
+            (1..=5_000u64)
+                .map(|i| 1_000 + (i * 7_919 + t * 104_729) % 50_000_000)
+                .collect()
+        })
+        .collect();
+    std::thread::scope(|s| {
+        for values in &per_thread {
+            let h = &h;
+            s.spawn(move || {
+                for &v in values {
+                    h.record(Duration::from_nanos(v), now);
+                }
+            });
+        }
+    });
+    let mut all: Vec<u64> = per_thread.concat();
+    all.sort_unstable();
+    assert_eq!(h.count(now), all.len() as u64);
+    let snap = h.snapshot(now);
+    assert_eq!(snap.count(), all.len() as u64);
+    assert_eq!(h.min(now), Some(Duration::from_nanos(all[0])));
+    for q in [0.5, 0.9, 0.99, 0.999] {
+        assert_close(
+            snap.quantile(q).unwrap(),
+            exact_quantile(&all, q),
+            "concurrent",
+        )
+        .unwrap();
+    }
+}
