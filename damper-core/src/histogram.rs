@@ -10,11 +10,14 @@
 //! The window (default 10 s) is a ring of sub-windows (default 4 × 2.5 s). Each sub-window is
 //! tagged with the epoch — `(now − origin) / sub_window` — it holds. A recorder that finds a
 //! slot tagged with an older epoch claims it with one compare-and-swap, clears it and re-tags
-//! it; recorders racing the clear drop their sample (it belonged to the sub-window being
-//! cleared). Readers sum the slots whose epoch lies inside the window and re-check each tag after
-//! reading, skipping a slot that rotated under them, so no reader sees a torn epoch. No lock is
-//! ever taken; recording is one relaxed atomic add in the common case (plus a `fetch_min` when
-//! the sample is a new minimum of its sub-window).
+//! it. Only samples aimed at that slot can be affected: a recorder that finds it being claimed
+//! drops its sample, and a recorder for the *old* epoch that checked the tag just before the
+//! claim may see its one sample erased or counted in the new epoch. Samples for every other
+//! sub-window are never lost (loom-checked). Readers sum the slots whose epoch lies inside the
+//! window and re-check each tag after reading, skipping a slot that rotated under them, so no
+//! reader sees a torn epoch. No lock is ever taken; recording is one relaxed atomic add in the
+//! common case (plus a `fetch_min` when the sample is a new minimum of its sub-window), into
+//! one of two counter stripes so that two threads rarely touch the same cache line.
 //!
 //! Queries walk every bucket (about a thousand per sub-window), so hot paths should read through
 //! a [`QuantileCache`], which recomputes at most once per refresh period.
