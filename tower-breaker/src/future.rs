@@ -29,17 +29,20 @@ pub(crate) struct Local<C> {
 /// probe slot.
 pub(crate) struct Guard<C> {
     local: Arc<Local<C>>,
-    permit: Permit,
-    armed: bool,
+    /// `None` once reported.
+    permit: Option<Permit>,
 }
 
 impl<C> Guard<C> {
     pub(crate) fn new(local: Arc<Local<C>>, permit: Permit) -> Self {
         Self {
             local,
-            permit,
-            armed: true,
+            permit: Some(permit),
         }
+    }
+
+    pub(crate) fn is_probe(&self) -> bool {
+        self.permit.is_some_and(|p| p.is_probe())
     }
 
     /// Stamps the start time if the policy detects slow calls.
@@ -47,7 +50,7 @@ impl<C> Guard<C> {
     pub(crate) fn start(mut self) -> Self {
         let policy = &self.local.shared.policy;
         if policy.times_calls() {
-            self.permit = policy.stamp(self.permit, Instant::now());
+            self.permit = self.permit.map(|p| policy.stamp(p, Instant::now()));
         }
         self
     }
@@ -57,26 +60,26 @@ impl<C> Guard<C> {
     where
         C: Classify<T, E>,
     {
-        if !std::mem::replace(&mut self.armed, false) {
+        let Some(permit) = self.permit.take() else {
             return;
-        }
+        };
         let outcome = self.local.classifier.classify(result);
         let shared = &self.local.shared;
-        if outcome.is_healthy() && shared.policy.on_healthy(self.permit, stripe()) {
+        if outcome.is_healthy() && shared.policy.on_healthy(permit) {
             return;
         }
         let effect = shared
             .policy
-            .on_outcome(self.permit, &outcome, Instant::now(), stripe());
+            .on_outcome(permit, &outcome, Instant::now(), stripe());
         shared.apply(effect);
     }
 }
 
 impl<C> Drop for Guard<C> {
     fn drop(&mut self) {
-        if self.armed && self.permit.is_probe() {
+        if let Some(permit) = self.permit.take() {
             let shared = &self.local.shared;
-            shared.apply(shared.policy.on_drop(self.permit));
+            shared.apply(shared.policy.on_drop(permit, stripe()));
         }
     }
 }
@@ -85,7 +88,6 @@ impl<C> fmt::Debug for Guard<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Guard")
             .field("permit", &self.permit)
-            .field("armed", &self.armed)
             .finish_non_exhaustive()
     }
 }

@@ -31,11 +31,11 @@
 
 use crate::config::BreakerConfig;
 use crate::fallback::Fallback;
-use crate::future::{Local, ResponseFuture};
+use crate::future::ResponseFuture;
 use crate::handle::BreakerHandle;
 use crate::layer::BreakerLayer;
 use crate::policy::State;
-use crate::service::{ClockSampler, dispatch};
+use crate::service::{Sampler, dispatch};
 use crate::shared::{Metrics, Shared};
 use damper_core::classify::{Classify, ResultClassifier};
 use damper_core::error::BoxError;
@@ -277,7 +277,7 @@ pub struct KeyedBreaker<S, K, E, C = ResultClassifier> {
     registry: Arc<Registry<K>>,
     extractor: E,
     classifier: C,
-    cache: HashMap<K, (Arc<Local<C>>, ClockSampler)>,
+    cache: HashMap<K, Sampler<C>>,
 }
 
 impl<S: Clone, K, E: Clone, C: Clone> Clone for KeyedBreaker<S, K, E, C> {
@@ -338,24 +338,21 @@ where
         let key = (self.extractor)(&req);
         let fresh = matches!(
             self.cache.get(&key),
-            Some((local, _)) if !local.shared.evicted.load(Ordering::Relaxed)
+            Some(s) if !s.local.shared.evicted.load(Ordering::Relaxed)
         );
         if !fresh {
             let shared = self.registry.get(&key, Instant::now());
             if self.cache.len() >= self.registry.max_keys {
                 self.cache
-                    .retain(|_, (l, _)| !l.shared.evicted.load(Ordering::Relaxed));
+                    .retain(|_, s| !s.local.shared.evicted.load(Ordering::Relaxed));
                 if self.cache.len() >= self.registry.max_keys {
                     self.cache.clear();
                 }
             }
-            let local = Arc::new(Local {
-                shared,
-                classifier: self.classifier.clone(),
-            });
-            self.cache.insert(key.clone(), (local, ClockSampler::new()));
+            let sampler = Sampler::new(shared, self.classifier.clone());
+            self.cache.insert(key.clone(), sampler);
         }
-        let (local, clock) = self.cache.get_mut(&key).expect("just inserted");
-        dispatch(local, None, clock, &mut self.inner, &mut (), req)
+        let sampler = self.cache.get_mut(&key).expect("just inserted");
+        dispatch(None, sampler, &mut self.inner, &mut (), req)
     }
 }

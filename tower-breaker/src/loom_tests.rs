@@ -31,12 +31,17 @@ fn fail() -> Outcome {
 fn loom_rotation_never_leaks_old_counts() {
     loom::model(|| {
         let w = Arc::new(Window::new(Duration::from_secs(10), 2));
+        w.admitted(0, 0, 1);
         w.record(0, 0, FAIL);
+        w.admitted(1, 0, 1);
         w.record(1, 0, FAIL);
         let writers: Vec<_> = (0..2)
             .map(|stripe| {
                 let w = w.clone();
-                thread::spawn(move || w.record(stripe, 10, OK))
+                thread::spawn(move || {
+                    w.admitted(stripe, 10, 1);
+                    w.record(stripe, 10, OK);
+                })
             })
             .collect();
         let reader = {
@@ -60,11 +65,15 @@ fn loom_rotation_never_leaks_old_counts() {
 fn loom_shared_stripe_loses_nothing() {
     loom::model(|| {
         let w = Arc::new(Window::new(Duration::from_secs(10), 1));
+        w.admitted(0, 0, 1);
         w.record(0, 0, FAIL);
         let threads: Vec<_> = (0..2)
             .map(|_| {
                 let w = w.clone();
-                thread::spawn(move || w.record(0, 10, FAIL))
+                thread::spawn(move || {
+                    w.admitted(0, 10, 1);
+                    w.record(0, 10, FAIL);
+                })
             })
             .collect();
         for t in threads {
@@ -175,7 +184,7 @@ fn loom_probe_failure_races_a_dropped_probe() {
         };
         let dropping = {
             let p = p.clone();
-            thread::spawn(move || p.on_drop(b))
+            thread::spawn(move || p.on_drop(b, 1))
         };
         let f = failing.join().unwrap();
         let d = dropping.join().unwrap();

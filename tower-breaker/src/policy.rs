@@ -61,6 +61,7 @@ use damper_core::classify::{Failure, FailureKind, Outcome};
 use damper_core::pushback::Pushback;
 use damper_core::rng::AtomicRng;
 use std::fmt;
+use std::num::NonZeroU64;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -142,25 +143,38 @@ pub struct Transition {
 /// The right to make one call, given by [`Policy::admit`]. Hand it back with
 /// [`Policy::on_outcome`] or [`Policy::on_drop`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Permit {
-    /// When the call started, in nanoseconds after the origin, plus one (0 = not timed).
-    start: u64,
-    era: u16,
-    probe: bool,
-}
+pub struct Permit(NonZeroU64);
+
+// One word, so a permit moves with one load and one store: bits 0–14 the era (generation) it
+// was admitted in, bit 15 set for a probe, bit 16 always set, bits 17–63 when the call started
+// in microseconds after the origin plus one (0 = not timed).
+const PERMIT_PROBE: u64 = 1 << 15;
+const PERMIT_SET: u64 = 1 << 16;
+const PERMIT_START_SHIFT: u32 = 17;
+const PERMIT_START_MAX: u64 = (1 << (64 - PERMIT_START_SHIFT)) - 1;
 
 impl Permit {
     /// Whether this is a half-open probe.
+    #[inline]
     pub fn is_probe(&self) -> bool {
-        self.probe
+        self.0.get() & PERMIT_PROBE != 0
     }
 
+    #[inline]
     fn new(era: u64, probe: bool) -> Self {
-        Self {
-            start: 0,
-            era: era as u16,
-            probe,
-        }
+        let bits = (era & GEN_MASK) | if probe { PERMIT_PROBE } else { 0 } | PERMIT_SET;
+        Self(NonZeroU64::new(bits).unwrap_or(NonZeroU64::MIN))
+    }
+
+    #[inline]
+    fn era(self) -> u64 {
+        self.0.get() & GEN_MASK
+    }
+
+    /// When the call started (µs after the origin, plus one), or 0.
+    #[inline]
+    fn start(self) -> u64 {
+        self.0.get() >> PERMIT_START_SHIFT
     }
 }
 
@@ -242,6 +256,7 @@ impl Word {
         )
     }
 
+    #[inline]
     fn state(self) -> State {
         match self.0 >> STATE_SHIFT {
             0 => State::Closed,
@@ -250,18 +265,22 @@ impl Word {
         }
     }
 
+    #[inline]
     fn forced(self) -> bool {
         self.0 & FORCED != 0
     }
 
+    #[inline]
     fn level(self) -> u64 {
         (self.0 >> LEVEL_SHIFT) & LEVEL_MAX
     }
 
+    #[inline]
     fn era(self) -> u64 {
         (self.0 >> GEN_SHIFT) & GEN_MASK
     }
 
+    #[inline]
     fn payload(self) -> u64 {
         self.0 & PAYLOAD
     }
@@ -310,6 +329,7 @@ enum Verdict {
     Neutral,
 }
 
+#[inline]
 fn verdict(outcome: &Outcome) -> Verdict {
     match outcome {
         Outcome::Success | Outcome::CallerError => Verdict::Healthy,
@@ -326,6 +346,7 @@ fn verdict(outcome: &Outcome) -> Verdict {
     }
 }
 
+#[inline]
 fn nanos(d: Duration) -> u64 {
     d.as_secs()
         .saturating_mul(1_000_000_000)
@@ -393,15 +414,22 @@ impl Policy {
         }
     }
 
+    #[inline]
     fn load(&self) -> Word {
         Word(self.state.0.load(Ordering::Acquire))
     }
 
+    #[inline]
     fn cas(&self, old: Word, new: Word) -> bool {
         self.state
             .0
             .compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
+    }
+
+    #[inline]
+    fn nanos_of(&self, now: Instant) -> u64 {
+        nanos(now.saturating_duration_since(self.origin))
     }
 
     fn ms(&self, now: Instant) -> u64 {
@@ -419,17 +447,29 @@ impl Policy {
     }
 
     /// Whether calls must be timed (a slow-call threshold is set).
+    #[inline]
     pub fn times_calls(&self) -> bool {
         self.slow_call.is_some()
     }
 
     /// Marks `permit`'s call as started at `now` (needed to detect slow calls).
+    #[inline]
     pub fn stamp(&self, mut permit: Permit, now: Instant) -> Permit {
-        permit.start = nanos(now.saturating_duration_since(self.origin)).saturating_add(1);
+        let micros = nanos(now.saturating_duration_since(self.origin)) / 1_000;
+        // Past ~4 years of uptime the start no longer fits; such a call is simply not timed.
+        let start = if micros < PERMIT_START_MAX {
+            micros + 1
+        } else {
+            0
+        };
+        let bits =
+            (permit.0.get() & ((1 << PERMIT_START_SHIFT) - 1)) | (start << PERMIT_START_SHIFT);
+        permit.0 = NonZeroU64::new(bits).unwrap_or(permit.0);
         permit
     }
 
     /// The current state.
+    #[inline]
     pub fn state(&self) -> State {
         self.load().state()
     }
@@ -440,6 +480,7 @@ impl Policy {
     }
 
     /// The most recent epoch (sub-window index) any caller observed.
+    #[inline]
     pub(crate) fn last_epoch(&self) -> u64 {
         self.window.last_epoch()
     }
@@ -459,32 +500,30 @@ impl Policy {
 
     /// The span of calls one clock read may stand for (1/1000 of a sub-window): see
     /// [`Breaker`](crate::Breaker)'s clock sampling.
+    #[inline]
     pub(crate) fn sample_span(&self) -> Duration {
         self.window.sub_window() / 1000
     }
 
-    /// The fast path for a healthy, untimed call admitted while closed: records it in the
+    /// Counts `n` calls admitted with [`Policy::try_admit_closed`] into the window, in the
     /// sub-window of the latest time any caller observed ([`Policy::observe`] or
-    /// [`Policy::on_outcome`]), without reading the clock. A success can never trip the
-    /// breaker, so nothing else is needed. Returns `false` (and does nothing) for a probe or a
+    /// [`Policy::on_outcome`]). `stripe` picks the counters this thread writes.
+    #[inline]
+    pub fn count_admitted(&self, n: u64, stripe: usize) {
+        if n > 0 {
+            self.window.admitted(stripe, self.window.last_epoch(), n);
+        }
+    }
+
+    /// The fast path for a healthy, untimed call admitted while closed: its admission is
+    /// already counted and a success can never trip the breaker, so nothing is read or written
+    /// but the consecutive-failure run. Returns `false` (and does nothing) for a probe or a
     /// timed call, which need [`Policy::on_outcome`].
     #[inline]
-    pub fn on_healthy(&self, permit: Permit, stripe: usize) -> bool {
-        if permit.probe || permit.start != 0 {
+    pub fn on_healthy(&self, permit: Permit) -> bool {
+        if permit.is_probe() || permit.start() != 0 {
             return false;
         }
-        let w = self.load();
-        if w.state() != State::Closed || w.era() != u64::from(permit.era) {
-            return true;
-        }
-        self.window.record(
-            stripe,
-            self.window.last_epoch(),
-            Sample {
-                failure: false,
-                slow: false,
-            },
-        );
         if self.consecutive_failures.is_some() && self.consecutive.0.load(Ordering::Relaxed) != 0 {
             self.consecutive.0.store(0, Ordering::Relaxed);
         }
@@ -492,21 +531,25 @@ impl Policy {
     }
 
     /// The fast path: admits a call if the breaker is closed, with one atomic load and no
-    /// clock read. `None` means "ask [`Policy::admit`]".
+    /// clock read. `None` means "ask [`Policy::admit`]". The caller counts the admission with
+    /// [`Policy::count_admitted`] (the service batches them).
     #[inline]
     pub fn try_admit_closed(&self) -> Option<Permit> {
         let w = self.load();
         (w.state() == State::Closed).then_some(Permit::new(w.era(), false))
     }
 
-    /// Decides whether a call may be made at `now`. An open breaker whose period has ended
-    /// turns half-open and admits this call as its first probe (the returned transition).
+    /// Decides whether a call may be made at `now`, counting an admission while closed. An open
+    /// breaker whose period has ended turns half-open and admits this call as its first probe
+    /// (the returned transition).
     pub fn admit(&self, now: Instant) -> (Admission, Option<Transition>) {
         loop {
             let w = self.load();
             match w.state() {
                 State::Closed => {
                     let permit = Permit::new(w.era(), false);
+                    let epoch = self.window.epoch(self.nanos_of(now));
+                    self.window.admitted(0, epoch, 1);
                     return (Admission::Admitted(permit), None);
                 }
                 State::Open => {
@@ -593,13 +636,13 @@ impl Policy {
     ) -> Effect {
         let verdict = verdict(outcome);
         let slow = match self.slow_call {
-            Some((limit, _)) if permit.start != 0 => {
-                let end = nanos(now.saturating_duration_since(self.origin));
-                end.saturating_sub(permit.start - 1) >= nanos(limit)
+            Some((limit, _)) if permit.start() != 0 => {
+                let end = nanos(now.saturating_duration_since(self.origin)) / 1_000;
+                end.saturating_sub(permit.start() - 1) >= nanos(limit) / 1_000
             }
             _ => false,
         };
-        if permit.probe {
+        if permit.is_probe() {
             self.probe_outcome(permit, verdict, slow, now)
         } else {
             self.closed_outcome(permit, verdict, slow, now, stripe)
@@ -609,10 +652,7 @@ impl Policy {
     fn probe_outcome(&self, permit: Permit, verdict: Verdict, slow: bool, now: Instant) -> Effect {
         loop {
             let w = self.load();
-            if w.state() != State::HalfOpen
-                || w.era() != u64::from(permit.era)
-                || w.in_flight() == 0
-            {
+            if w.state() != State::HalfOpen || w.era() != permit.era() || w.in_flight() == 0 {
                 return Effect::None;
             }
             let (level, era) = (w.level(), w.era());
@@ -673,22 +713,23 @@ impl Policy {
         stripe: usize,
     ) -> Effect {
         let w = self.load();
-        if w.state() != State::Closed || w.era() != u64::from(permit.era) {
+        if w.state() != State::Closed || w.era() != permit.era() {
             // A straggler from a closed period already judged. Its pushback still lengthens the
             // open period it helped to cause.
             if let Verdict::Failed { pushback: Some(d) } = verdict {
-                self.extend_open(w, (u64::from(permit.era) + 1) & GEN_MASK, d, now);
+                self.extend_open(w, (permit.era() + 1) & GEN_MASK, d, now);
             }
             return Effect::None;
         }
+        let epoch = self.window.epoch(self.nanos_of(now));
         let failure = match verdict {
-            Verdict::Neutral => return Effect::None,
+            Verdict::Neutral => {
+                self.window.retract(stripe, epoch);
+                return Effect::None;
+            }
             Verdict::Healthy => false,
             Verdict::Failed { .. } => true,
         };
-        let epoch = self
-            .window
-            .epoch(nanos(now.saturating_duration_since(self.origin)));
         self.window.record(stripe, epoch, Sample { failure, slow });
         let slow_trigger = slow && self.slow_call.is_some();
         if !failure {
@@ -715,8 +756,11 @@ impl Policy {
             // pattern that needs a full fence; only failures and slow calls pay for it).
             fence(Ordering::SeqCst);
             let c = self.window.sum(epoch);
-            if c.total >= self.min_requests {
-                let total = c.total as f64;
+            // Admissions are counted in batches, so a failure may be recorded before its
+            // admission is: the total is at least the failures (and the slow calls).
+            let total = c.total.max(c.failures).max(c.slow);
+            if total >= self.min_requests {
+                let total = total as f64;
                 if failure && c.failures as f64 >= self.failure_rate * total {
                     reason = Some(Reason::FailureRate);
                 } else if let (true, Some((_, rate))) = (slow_trigger, self.slow_call) {
@@ -774,13 +818,17 @@ impl Policy {
     }
 
     /// Hands back the permit of a call whose response future was dropped before completing:
-    /// neither a success nor a failure. A probe frees its slot.
-    pub fn on_drop(&self, permit: Permit) -> Effect {
-        if permit.probe {
-            self.probe_outcome(permit, Verdict::Neutral, false, self.origin)
-        } else {
-            Effect::None
+    /// neither a success nor a failure. A probe frees its slot; a closed-state call's
+    /// admission is taken back.
+    pub fn on_drop(&self, permit: Permit, stripe: usize) -> Effect {
+        if permit.is_probe() {
+            return self.probe_outcome(permit, Verdict::Neutral, false, self.origin);
         }
+        let w = self.load();
+        if w.state() == State::Closed && w.era() == permit.era() {
+            self.window.retract(stripe, self.window.last_epoch());
+        }
+        Effect::None
     }
 
     fn force(&self, to: State, forced: bool, reason: Reason, now: Instant) -> Option<Transition> {

@@ -3,7 +3,7 @@ use crate::fallback::Fallback;
 use crate::future::{Guard, Local, ResponseFuture};
 use crate::handle::BreakerHandle;
 use crate::policy::Admission;
-use crate::shared::Shared;
+use crate::shared::{Shared, stripe};
 use damper_core::classify::{Classify, ResultClassifier};
 use damper_core::error::{BoxError, CircuitOpen};
 use std::fmt;
@@ -11,6 +11,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 use tokio::sync::futures::OwnedNotified;
 use tokio::time::{Instant, Sleep};
 use tower_service::Service;
@@ -20,60 +21,87 @@ use tower_service::Service;
 ///
 /// Clones share one breaker (its state, window and handle); each clone keeps its own readiness
 /// reservation.
+///
+/// # Clock sampling and batched counting
+/// Reading the clock costs more than everything else the breaker does for a successful call
+/// (20–30 ns, more in some VMs), and so does each atomic read-modify-write. A success can never
+/// trip the breaker, so successes neither read the clock nor touch the window when they
+/// complete. Instead each clone counts the calls it admits in a plain field and adds them to
+/// the window in one batch on every `k`-th call, when it also reads the clock and tells the
+/// window the time. `k` doubles (up to 64) while `k` calls take less than a thousandth of a
+/// sub-window (1 ms by default) and halves (down to 1) otherwise: at low rates every call is
+/// counted at once with its exact time, at high rates a batch spans about a millisecond. A
+/// batch is counted in the sub-window of the previous clock read. Failures, timed (slow-call)
+/// calls and probes always read the clock and are recorded at once; because a failure can be
+/// recorded before the batch holding its admission, the trip check uses
+/// `max(calls, failures)` as the number of calls. A clone's unflushed batch is counted when
+/// the clone is dropped.
 pub struct Breaker<S, C = ResultClassifier, H = ()> {
     inner: S,
-    local: Arc<Local<C>>,
+    sampler: Sampler<C>,
     fallback: H,
     gate: bool,
     /// Gate mode: the permit reserved by `poll_ready` for the next `call`.
-    reserved: Option<Guard<C>>,
+    reserved: Option<Reserved<C>>,
     /// Gate mode: wakes the task when the next probe is due. Allocated once, then reset.
     sleep: Option<Pin<Box<Sleep>>>,
     /// Gate mode: wakes the task on any transition or freed probe slot.
     notified: Option<Pin<Box<OwnedNotified>>>,
-    clock: ClockSampler,
 }
 
-/// Decides which calls read the clock.
-///
-/// # Clock sampling
-/// Reading the clock costs more than everything else the breaker does for a successful call
-/// (about 20–30 ns, more in some VMs), and a success never trips the breaker, so successes do
-/// not read it: they are counted in the sub-window of the latest time the breaker observed.
-/// Each clone reads the clock on one call in `k` and tells the window; `k` doubles (up to 64)
-/// while `k` calls take less than a thousandth of a sub-window (1 ms by default) and halves
-/// (down to 1) otherwise. So a success is attributed to a time at most `k` of its clone's calls
-/// earlier, which is exact at low rates (every call reads the clock) and within about a
-/// millisecond at high rates. Failures, slow-call timing and probes always read the clock.
-#[derive(Debug, Clone)]
-pub(crate) struct ClockSampler {
+/// A permit reserved by `poll_ready`.
+#[derive(Debug)]
+pub(crate) struct Reserved<C> {
+    guard: Guard<C>,
+    /// Whether the admission is already counted in the window.
+    counted: bool,
+}
+
+/// One clone's view of a breaker: the handle its futures keep, its clock sampling and its
+/// batch of admissions not yet counted. See [`Breaker`]'s clock sampling.
+pub(crate) struct Sampler<C> {
+    pub(crate) local: Arc<Local<C>>,
     countdown: u32,
     k: u32,
     last: Option<Instant>,
+    pending: u64,
 }
 
-impl ClockSampler {
+impl<C> Sampler<C> {
     const MAX_K: u32 = 64;
 
-    pub(crate) const fn new() -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, classifier: C) -> Self {
         Self {
+            local: Arc::new(Local { shared, classifier }),
             countdown: 0,
             k: 1,
             last: None,
+            pending: 0,
         }
     }
 
-    /// Counts a call; reads the clock on every `k`-th and returns the time read.
+    /// Counts one admitted call and, on every `k`-th call, reads the clock, flushes the batch
+    /// and tells the window the time.
     #[inline]
-    fn tick(&mut self, span: impl FnOnce() -> std::time::Duration) -> Option<Instant> {
+    fn admitted(&mut self) {
+        self.pending += 1;
+        self.tick();
+    }
+
+    #[inline]
+    fn tick(&mut self) {
         if self.countdown > 1 {
             self.countdown -= 1;
-            return None;
+            return;
         }
+        let policy = &self.local.shared.policy;
+        policy.count_admitted(std::mem::take(&mut self.pending), stripe());
         let now = Instant::now();
+        policy.observe(now);
+        let span: Duration = policy.sample_span();
         let fast = self
             .last
-            .is_some_and(|last| now.saturating_duration_since(last) < span());
+            .is_some_and(|last| now.saturating_duration_since(last) < span);
         self.k = if fast {
             (self.k * 2).min(Self::MAX_K)
         } else {
@@ -81,7 +109,24 @@ impl ClockSampler {
         };
         self.countdown = self.k;
         self.last = Some(now);
-        Some(now)
+    }
+}
+
+impl<C> Drop for Sampler<C> {
+    fn drop(&mut self) {
+        self.local
+            .shared
+            .policy
+            .count_admitted(self.pending, stripe());
+    }
+}
+
+impl<C> fmt::Debug for Sampler<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sampler")
+            .field("k", &self.k)
+            .field("pending", &self.pending)
+            .finish_non_exhaustive()
     }
 }
 
@@ -90,18 +135,17 @@ impl<S, C, H> Breaker<S, C, H> {
         Self {
             inner,
             gate: shared.mode == Mode::Gate,
-            local: Arc::new(Local { shared, classifier }),
+            sampler: Sampler::new(shared, classifier),
             fallback,
             reserved: None,
             sleep: None,
             notified: None,
-            clock: ClockSampler::new(),
         }
     }
 
     /// A handle on this breaker: state, transitions, forcing, subscriptions.
     pub fn handle(&self) -> BreakerHandle {
-        BreakerHandle::from_shared(self.local.shared.clone())
+        BreakerHandle::from_shared(self.sampler.local.shared.clone())
     }
 
     /// The inner service.
@@ -121,9 +165,13 @@ impl<S, C, H> Breaker<S, C, H> {
 
     /// Gate mode: reserves a permit, or registers for a wake-up when one may be available.
     fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let shared = &self.local.shared;
+        let local = &self.sampler.local;
+        let shared = &local.shared;
         if let Some(permit) = shared.policy.try_admit_closed() {
-            self.reserved = Some(Guard::new(self.local.clone(), permit));
+            self.reserved = Some(Reserved {
+                guard: Guard::new(local.clone(), permit),
+                counted: false,
+            });
             return Poll::Ready(());
         }
         loop {
@@ -138,7 +186,10 @@ impl<S, C, H> Breaker<S, C, H> {
                     if let Some(t) = transition {
                         shared.publish(t);
                     }
-                    self.reserved = Some(Guard::new(self.local.clone(), permit));
+                    self.reserved = Some(Reserved {
+                        guard: Guard::new(local.clone(), permit),
+                        counted: true,
+                    });
                     return Poll::Ready(());
                 }
                 (Admission::Rejected(rejection), _) => {
@@ -166,10 +217,11 @@ impl<S, C, H> Breaker<S, C, H> {
 
 impl<S: Clone, C: Clone, H: Clone> Clone for Breaker<S, C, H> {
     fn clone(&self) -> Self {
+        let local = &self.sampler.local;
         Self::from_parts(
             self.inner.clone(),
-            self.local.shared.clone(),
-            self.local.classifier.clone(),
+            local.shared.clone(),
+            local.classifier.clone(),
             self.fallback.clone(),
         )
     }
@@ -179,8 +231,8 @@ impl<S: fmt::Debug, C, H> fmt::Debug for Breaker<S, C, H> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Breaker")
             .field("inner", &self.inner)
-            .field("shared", &self.local.shared)
-            .field("reserved", &self.reserved)
+            .field("shared", &self.sampler.local.shared)
+            .field("reserved", &self.reserved.as_ref().map(|r| &r.guard))
             .finish_non_exhaustive()
     }
 }
@@ -206,9 +258,8 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         let reserved = self.reserved.take();
         dispatch(
-            &self.local,
             reserved,
-            &mut self.clock,
+            &mut self.sampler,
             &mut self.inner,
             &mut self.fallback,
             req,
@@ -216,11 +267,12 @@ where
     }
 }
 
-/// Admits (or uses the reserved permit), samples the clock, and calls `inner` — or refuses.
+/// Admits (or uses the reserved permit), counts the admission, and calls `inner` — or
+/// refuses.
+#[inline]
 pub(crate) fn dispatch<S, C, H, Req>(
-    local: &Arc<Local<C>>,
-    reserved: Option<Guard<C>>,
-    clock: &mut ClockSampler,
+    reserved: Option<Reserved<C>>,
+    sampler: &mut Sampler<C>,
     inner: &mut S,
     fallback: &mut H,
     req: Req,
@@ -229,18 +281,28 @@ where
     S: Service<Req>,
     H: Fallback<Req, S::Response>,
 {
-    let shared = &local.shared;
     let guard = match reserved {
-        Some(guard) => guard,
+        Some(Reserved { guard, counted }) => {
+            if !counted && !guard.is_probe() {
+                sampler.admitted();
+            }
+            guard
+        }
         None => {
-            let permit = match shared.policy.try_admit_closed() {
-                Some(permit) => permit,
+            let shared = &sampler.local.shared;
+            match shared.policy.try_admit_closed() {
+                Some(permit) => {
+                    let guard = Guard::new(sampler.local.clone(), permit);
+                    sampler.admitted();
+                    guard
+                }
+                // Not closed: the policy decides, and counts a closed admission itself.
                 None => match shared.policy.admit(Instant::now()) {
                     (Admission::Admitted(permit), transition) => {
                         if let Some(t) = transition {
                             shared.publish(t);
                         }
-                        permit
+                        Guard::new(sampler.local.clone(), permit)
                     }
                     (Admission::Rejected(rejection), _) => {
                         shared.rejected();
@@ -251,13 +313,8 @@ where
                         };
                     }
                 },
-            };
-            Guard::new(local.clone(), permit)
+            }
         }
     };
-    let policy = &shared.policy;
-    if let Some(now) = clock.tick(|| policy.sample_span()) {
-        policy.observe(now);
-    }
     ResponseFuture::called(inner.call(req), guard.start())
 }

@@ -33,6 +33,8 @@ struct Cell {
     total: AtomicU64,
     failures: AtomicU64,
     slow: AtomicU64,
+    /// Admitted calls that turned out to count for nothing (dropped, rejected locally).
+    retracted: AtomicU64,
 }
 
 /// One stripe: a counter block per sub-window, alone on its cache lines.
@@ -66,9 +68,9 @@ fn tag_of(epoch: u64) -> u64 {
     (epoch.wrapping_add(1) & COUNT) << 32
 }
 
-/// Counts one sample of `epoch` into `word`.
+/// Counts `n` samples of `epoch` into `word` (saturating).
 #[inline]
-fn bump(word: &AtomicU64, epoch: u64) {
+fn bump(word: &AtomicU64, epoch: u64, n: u64) {
     let tag = tag_of(epoch);
     let mut v = word.load(Ordering::Relaxed);
     loop {
@@ -76,12 +78,13 @@ fn bump(word: &AtomicU64, epoch: u64) {
         // Is the held epoch older than ours (wrapping)? Then start the word over.
         let older = ((tag >> 32).wrapping_sub(held >> 32) as u32 as i32) > 0;
         let next = if older {
-            tag | 1
-        } else if v & COUNT == COUNT {
-            return;
+            tag | n.min(COUNT)
         } else {
-            v + 1
+            held | (v & COUNT).saturating_add(n).min(COUNT)
         };
+        if next == v {
+            return;
+        }
         // Sequentially consistent, so that of two failures recorded at once, at least one
         // thread's sum sees both (on x86 a `lock cmpxchg` either way).
         match word.compare_exchange_weak(v, next, Ordering::SeqCst, Ordering::Relaxed) {
@@ -125,11 +128,13 @@ impl Window {
     }
 
     /// The length of one sub-window.
+    #[inline]
     pub(crate) fn sub_window(&self) -> Duration {
         Duration::from_nanos(self.sub_nanos)
     }
 
     /// The epoch of the instant `nanos` after the origin.
+    #[inline]
     pub(crate) fn epoch(&self, nanos: u64) -> u64 {
         let hint = self.hint.load(Ordering::Relaxed);
         let start = hint.wrapping_mul(self.sub_nanos);
@@ -144,34 +149,52 @@ impl Window {
     }
 
     /// The latest epoch any recorder has seen.
+    #[inline]
     pub(crate) fn last_epoch(&self) -> u64 {
         self.hint.load(Ordering::Relaxed)
     }
 
-    /// Records one call into `stripe` for `epoch`.
+    /// Counts `n` admitted calls into `stripe` for `epoch`.
     #[inline]
+    pub(crate) fn admitted(&self, stripe: usize, epoch: u64, n: u64) {
+        bump(&self.cell(stripe, epoch).total, epoch, n);
+    }
+
+    /// Takes back one admitted call that counted for nothing.
+    pub(crate) fn retract(&self, stripe: usize, epoch: u64) {
+        bump(&self.cell(stripe, epoch).retracted, epoch, 1);
+    }
+
+    /// Records how an admitted call went (its admission is counted separately).
     pub(crate) fn record(&self, stripe: usize, epoch: u64, sample: Sample) {
-        let slot = (epoch % BUCKETS as u64) as usize;
-        let cell = &self.stripes[stripe & (self.stripes.len() - 1)].cells[slot];
-        bump(&cell.total, epoch);
+        let cell = self.cell(stripe, epoch);
         if sample.failure {
-            bump(&cell.failures, epoch);
+            bump(&cell.failures, epoch, 1);
         }
         if sample.slow {
-            bump(&cell.slow, epoch);
+            bump(&cell.slow, epoch, 1);
         }
+    }
+
+    #[inline]
+    fn cell(&self, stripe: usize, epoch: u64) -> &Cell {
+        let slot = (epoch % BUCKETS as u64) as usize;
+        &self.stripes[stripe & (self.stripes.len() - 1)].cells[slot]
     }
 
     /// Sums the sub-windows of the last [`BUCKETS`] epochs up to `epoch`.
     pub(crate) fn sum(&self, epoch: u64) -> Counts {
         let mut counts = Counts::default();
+        let mut retracted = 0;
         for stripe in self.stripes.iter() {
             for cell in stripe.cells.iter() {
                 counts.total += live(&cell.total, epoch);
                 counts.failures += live(&cell.failures, epoch);
                 counts.slow += live(&cell.slow, epoch);
+                retracted += live(&cell.retracted, epoch);
             }
         }
+        counts.total = counts.total.saturating_sub(retracted);
         counts
     }
 
@@ -182,6 +205,7 @@ impl Window {
                 cell.total.store(0, Ordering::SeqCst);
                 cell.failures.store(0, Ordering::SeqCst);
                 cell.slow.store(0, Ordering::SeqCst);
+                cell.retracted.store(0, Ordering::SeqCst);
             }
         }
     }
@@ -203,14 +227,21 @@ mod tests {
         Window::new(Duration::from_secs(10), 4)
     }
 
+    /// Admits and records one call.
+    fn call(w: &Window, stripe: usize, epoch: u64, sample: Sample) {
+        w.admitted(stripe, epoch, 1);
+        w.record(stripe, epoch, sample);
+    }
+
     #[test]
     fn counts_sum_across_stripes_and_epochs() {
         let w = window();
         for stripe in 0..4 {
-            w.record(stripe, 0, OK);
-            w.record(stripe, 3, FAIL);
+            call(&w, stripe, 0, OK);
+            call(&w, stripe, 3, FAIL);
         }
-        w.record(
+        call(
+            &w,
             9,
             5,
             Sample {
@@ -232,13 +263,13 @@ mod tests {
     fn old_epochs_leave_the_window() {
         let w = window();
         for _ in 0..100 {
-            w.record(0, 0, OK);
+            call(&w, 0, 0, OK);
         }
-        w.record(0, 9, FAIL);
+        call(&w, 0, 9, FAIL);
         assert_eq!(w.sum(9).total, 101);
         // Epoch 10 reuses epoch 0's slot; epoch 0 is out of the window even before reuse.
         assert_eq!(w.sum(10).total, 1);
-        w.record(1, 10, FAIL);
+        call(&w, 1, 10, FAIL);
         assert_eq!(
             w.sum(10),
             Counts {
@@ -254,11 +285,11 @@ mod tests {
     #[test]
     fn late_samples_land_in_the_newer_sub_window() {
         let w = window();
-        w.record(0, 0, FAIL);
-        w.record(0, 10, OK);
+        call(&w, 0, 0, FAIL);
+        call(&w, 0, 10, OK);
         // A recorder a moment late for epoch 0 (same slot) is counted, in epoch 10; epoch 0's
         // own failure is gone.
-        w.record(0, 0, OK);
+        call(&w, 0, 0, OK);
         assert_eq!(
             w.sum(10),
             Counts {
@@ -268,7 +299,7 @@ mod tests {
             }
         );
         // Every word's epoch is checked on its own.
-        w.record(0, 10, FAIL);
+        call(&w, 0, 10, FAIL);
         assert_eq!(w.sum(10).failures, 1);
     }
 
@@ -277,9 +308,19 @@ mod tests {
         let w = window();
         let cell = &w.stripes[0].cells[3];
         cell.total.store(tag_of(3) | (COUNT - 1), Ordering::Relaxed);
-        w.record(0, 3, OK);
-        w.record(0, 3, OK);
+        call(&w, 0, 3, OK);
+        call(&w, 0, 3, OK);
         assert_eq!(w.sum(3).total, COUNT);
+        w.admitted(0, 3, u64::MAX);
+        assert_eq!(w.sum(3).total, COUNT);
+    }
+
+    #[test]
+    fn retracted_calls_leave_the_total() {
+        let w = window();
+        w.admitted(1, 4, 5);
+        w.retract(0, 4);
+        assert_eq!(w.sum(4).total, 4);
     }
 
     #[test]
@@ -295,10 +336,10 @@ mod tests {
     #[test]
     fn clear_forgets() {
         let w = window();
-        w.record(0, 2, FAIL);
+        call(&w, 0, 2, FAIL);
         w.clear();
         assert_eq!(w.sum(2), Counts::default());
-        w.record(0, 2, OK);
+        call(&w, 0, 2, OK);
         assert_eq!(w.sum(2).total, 1);
     }
 }

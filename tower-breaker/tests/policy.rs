@@ -272,7 +272,7 @@ fn dropped_and_locally_rejected_probes_free_their_slot() {
     trip(&p, t0);
     let at = t0 + secs(5);
     let probe = permit(&p, at);
-    assert_eq!(p.on_drop(probe), Effect::SlotFreed);
+    assert_eq!(p.on_drop(probe, 0), Effect::SlotFreed);
     assert_eq!(p.state(), State::HalfOpen);
     let probe = permit(&p, at);
     assert_eq!(p.on_outcome(probe, &local(), at, 0), Effect::SlotFreed);
@@ -282,14 +282,15 @@ fn dropped_and_locally_rejected_probes_free_their_slot() {
         transition(p.on_outcome(probe, &Outcome::Success, at, 0)).to,
         State::Closed
     );
-    assert_eq!(p.on_drop(probe), Effect::None);
+    assert_eq!(p.on_drop(probe, 0), Effect::None);
 }
 
 #[test]
 fn stragglers_from_a_judged_period_are_ignored() {
     let t0 = Instant::now();
     let p = Policy::new(&cfg().build().unwrap(), t0);
-    let old = permit(&p, t0);
+    // Admitted on the fast path (its admission still in a batch).
+    let old = p.try_admit_closed().unwrap();
     trip(&p, t0);
     assert_eq!(p.on_outcome(old, &fail(), t0, 0), Effect::None);
     let at = t0 + secs(5);
@@ -312,7 +313,7 @@ fn pushback_lengthens_the_open_period_up_to_the_max() {
 
     // A straggler's pushback extends the current open period, capped at open_max.
     let p = Policy::new(&cfg().open_max(secs(60)).build().unwrap(), t0);
-    let straggler = permit(&p, t0);
+    let straggler = p.try_admit_closed().unwrap();
     trip(&p, t0);
     p.on_outcome(straggler, &overload(secs(600)), t0 + secs(1), 0);
     let s = p.snapshot(t0 + secs(1));
@@ -394,13 +395,38 @@ fn the_window_forgets() {
 }
 
 #[test]
-fn healthy_fast_path_counts_without_a_clock() {
+fn batched_admissions_count_in_the_observed_sub_window() {
     let t0 = Instant::now();
     let p = Policy::new(&cfg().build().unwrap(), t0);
     p.observe(t0 + secs(3));
     let permit = p.try_admit_closed().unwrap();
-    assert!(p.on_healthy(permit, 0));
-    assert_eq!(p.snapshot(t0 + secs(3)).counts.total, 1);
+    p.count_admitted(5, 0);
+    assert!(p.on_healthy(permit));
+    assert_eq!(p.snapshot(t0 + secs(3)).counts.total, 5);
     // Attributed to the observed time: gone a window later.
     assert_eq!(p.snapshot(t0 + secs(13)).counts.total, 0);
+}
+
+#[test]
+fn failures_recorded_before_their_batch_still_trip_at_min_requests() {
+    let t0 = Instant::now();
+    let p = Policy::new(&cfg().build().unwrap(), t0);
+    // 20 failures whose admissions were never counted (still in a clone's batch).
+    for i in 1..=20 {
+        let permit = p.try_admit_closed().unwrap();
+        let e = p.on_outcome(permit, &fail(), t0, 0);
+        assert_eq!(matches!(e, Effect::Transition(_)), i == 20, "call {i}");
+    }
+}
+
+#[test]
+fn dropped_and_locally_rejected_calls_are_taken_back() {
+    let t0 = Instant::now();
+    let p = Policy::new(&cfg().build().unwrap(), t0);
+    let a = permit(&p, t0);
+    let b = permit(&p, t0);
+    assert_eq!(p.snapshot(t0).counts.total, 2);
+    assert_eq!(p.on_drop(a, 0), Effect::None);
+    assert_eq!(p.on_outcome(b, &local(), t0, 0), Effect::None);
+    assert_eq!(p.snapshot(t0).counts.total, 0);
 }

@@ -80,7 +80,7 @@ proptest! {
                 }
                 Op::Drop(i) if !live.is_empty() => {
                     let (_, permit) = live.swap_remove(i % live.len());
-                    let _ = p.on_drop(permit);
+                    let _ = p.on_drop(permit, i);
                 }
                 _ => {}
             }
