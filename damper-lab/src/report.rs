@@ -248,14 +248,12 @@ fn as_f64(v: &[u64]) -> Vec<f64> {
 /// Draws one scenario's chart: goodput (with offered load), backend attempts, and breaker
 /// state / concurrency limit where a stack reports them.
 pub fn chart(sc: &ScenarioReport, path: &Path) -> DrawResult {
-    let extra = sc
-        .stacks
-        .iter()
-        .any(|s| s.series.breaker_state.is_some() || s.series.limit.is_some());
-    let panels = if extra { 4 } else { 2 };
-    let root = SVGBackend::new(path, (960, 300 * panels)).into_drawing_area();
+    let breaker = sc.stacks.iter().any(|s| s.series.breaker_state.is_some());
+    let limit = sc.stacks.iter().any(|s| s.series.limit.is_some());
+    let panels = 2 + usize::from(breaker) + usize::from(limit);
+    let root = SVGBackend::new(path, (960, 300 * panels as u32)).into_drawing_area();
     root.fill(&WHITE)?;
-    let areas = root.split_evenly((panels as usize, 1));
+    let areas = root.split_evenly((panels, 1));
     panel(
         &areas[0],
         &format!("{} — goodput (ok/s) vs offered", sc.name),
@@ -270,16 +268,20 @@ pub fn chart(sc: &ScenarioReport, path: &Path) -> DrawResult {
         &|s| Some(as_f64(&s.series.attempts)),
         false,
     )?;
-    if extra {
+    let mut next = 2;
+    if breaker {
         panel(
-            &areas[2],
+            &areas[next],
             "breaker state (0 closed, 1 half-open, 2 open)",
             sc,
             &|s| s.series.breaker_state.clone(),
             false,
         )?;
+        next += 1;
+    }
+    if limit {
         panel(
-            &areas[3],
+            &areas[next],
             "concurrency limit",
             sc,
             &|s| s.series.limit.clone(),

@@ -72,3 +72,37 @@ fn naive_retries_amplify_an_outage() {
     assert!(get("none").amplification <= 1.0 + 1e-9);
     assert!(get("tower").amplification < 2.0, "{:?}", get("tower"));
 }
+
+/// The catalog's baselines reproduce the known pathologies (timelines compressed by `--quick`,
+/// so this stays fast in debug builds; the full run shows the same).
+#[test]
+fn catalog_baselines_reproduce_known_pathologies() {
+    let opts = Options {
+        quick: true,
+        ..Options::default()
+    };
+    let wanted = ["outage", "overload", "metastable/load85-trigger10s"];
+    let scenarios: Vec<_> = load_scenarios(&opts)
+        .unwrap()
+        .into_iter()
+        .filter(|s| wanted.contains(&s.name.as_str()))
+        .collect();
+    assert_eq!(scenarios.len(), 3);
+    let report = run_scenarios(&scenarios, 1, 2);
+    let metrics = |sc: &str, stack: &str| {
+        report
+            .scenarios
+            .iter()
+            .find(|s| s.name == sc)
+            .and_then(|s| s.stacks.iter().find(|x| x.name == stack))
+            .map(|x| x.metrics.clone())
+            .unwrap()
+    };
+    let naive_outage = metrics("outage", "naive");
+    assert!(naive_outage.amplification >= 3.5, "{naive_outage:?}");
+    let meta = metrics("metastable/load85-trigger10s", "naive");
+    assert_eq!(meta.recovered, Some(false), "{meta:?}");
+    let none_overload = metrics("overload", "none");
+    assert!(none_overload.goodput_ratio < 0.25, "{none_overload:?}");
+    assert_eq!(none_overload.recovered, Some(false), "{none_overload:?}");
+}
