@@ -16,11 +16,9 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use damper_core::BoxError;
 use damper_examples::net;
-use damper_examples::stack::ServerHttp;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_shed::limit::Gradient2;
 
 /// Errors the stack does not turn into a response itself (503 for shed requests, 504 for
 /// requests whose deadline passed, are already responses).
@@ -39,14 +37,20 @@ async fn main() -> Result<(), BoxError> {
     // The recorder first: layers register their metric handles when they are built.
     let prometheus = PrometheusBuilder::new().install_recorder()?;
 
-    // At most ~16 requests in flight to start with; Gradient2 adapts it from latency.
-    let limit = Gradient2::builder()
-        .initial_limit(16)
-        .min_limit(4)
-        .max_limit(64)
+    // The HTTP preset: an adaptive (Gradient2) concurrency limit, here starting at 16 requests
+    // in flight; 503 + Retry-After for the excess; the caller's `grpc-timeout` enforced.
+    let stack = damper::ServerStack::http()
+        .name("axum-example")
+        .configure(|c| {
+            c.limit.initial = Some(16);
+            c.limit.min = Some(4);
+            c.limit.max = Some(64);
+        })
         .build()?;
-    let stack = ServerHttp::new("axum-example", limit)?;
-    let shed = stack.handle();
+    let shed = stack
+        .shed_handle()
+        .cloned()
+        .ok_or("shedding is on in the preset")?;
 
     let app = Router::new()
         .route("/work", get(work))

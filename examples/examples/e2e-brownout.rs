@@ -21,7 +21,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use damper_core::BoxError;
 use damper_examples::net;
-use damper_examples::stack::{ClientHttp, ClientOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -242,11 +241,13 @@ async fn main() -> Result<(), BoxError> {
     let plain = BoxCloneSyncService::new(damper_examples::reqwest_service(http.clone()));
     let without = run("without the stack (plain reqwest)", plain).await?;
 
-    let mut options = ClientOptions::new("e2e-brownout");
-    options.deadline = DEADLINE;
+    let stack = damper::ClientStack::http()
+        .name("e2e-brownout")
+        .deadline(DEADLINE)
+        .build()?;
     let damped = BoxCloneSyncService::new(
         ServiceBuilder::new()
-            .layer(ClientHttp::new(&options)?)
+            .layer(stack)
             .service(damper_examples::reqwest_service(http)),
     );
     let with = run("with damper's client stack", damped).await?;

@@ -16,7 +16,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use damper_core::BoxError;
 use damper_examples::net;
-use damper_examples::stack::{ClientHttp, ClientOptions};
 use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -92,7 +91,13 @@ async fn main() -> Result<(), BoxError> {
     let server = net::spawn_axum(listener, app);
 
     // --- the damped client ---
-    let stack = ClientHttp::new(&ClientOptions::new("reqwest-example"))?;
+    // The HTTP preset: deadline → retry (budget) → hedge (same budget) → breaker → adaptive
+    // timeout. Statuses are classified (502/503/504 retryable, Retry-After honoured) and only
+    // idempotent requests are retried or hedged.
+    let stack = damper::ClientStack::http()
+        .name("reqwest-example")
+        .deadline(Duration::from_secs(2))
+        .build()?;
     let client = ServiceBuilder::new()
         .layer(stack)
         .service(damper_examples::reqwest_service(reqwest::Client::new()));

@@ -88,9 +88,12 @@ pub struct RunningEcho {
     pub task: tokio::task::JoinHandle<()>,
 }
 
-/// Serves [`EchoService`] behind `stack` (the gRPC server stack) on a fresh loopback port. The
-/// listener is bound before this returns, so clients may connect at once.
-pub async fn serve(stack: crate::stack::ServerGrpc) -> std::io::Result<RunningEcho> {
+/// The gRPC server stack, as [`ServerStack::grpc`](damper::ServerStack::grpc) builds it.
+pub type ServerGrpc = damper::ServerLayer<damper::shed::grpc::OverloadedAsStatusLayer>;
+
+/// Serves [`EchoService`] behind `stack` on a fresh loopback port. The listener is bound
+/// before this returns, so clients may connect at once.
+pub async fn serve(stack: ServerGrpc) -> std::io::Result<RunningEcho> {
     let echo = EchoService::new();
     let stats = echo.stats();
     let (listener, addr) = crate::net::listen().await?;
@@ -103,13 +106,6 @@ pub async fn serve(stack: crate::stack::ServerGrpc) -> std::io::Result<RunningEc
     Ok(RunningEcho { addr, stats, task })
 }
 
-/// A type-erased `Echo/Say` client.
-pub type SayClient = tower::util::BoxCloneSyncService<
-    tonic::Request<SayRequest>,
-    tonic::Response<SayReply>,
-    damper_core::BoxError,
->;
-
 /// A tonic `Channel` to `addr`, connected.
 pub async fn channel(
     addr: std::net::SocketAddr,
@@ -119,20 +115,33 @@ pub async fn channel(
         .await
 }
 
-/// `Echo/Say` over `channel` behind the gRPC client `stack`; the channel is wrapped so the
-/// request's deadline goes out as `grpc-timeout`.
+/// Replays the methods [`idempotent_method`](crate::grpc::idempotent_method) allows.
+pub type ReplayEcho = damper::retry_budget::ReplayIf<fn(&crate::grpc::BufferedRequest) -> bool>;
+
+/// The gRPC client stack for `Echo`: [`ClientStack::grpc`](damper::ClientStack::grpc), with
+/// `Echo/Say` declared safe to send twice.
+pub type ClientGrpc = damper::ClientLayer<
+    damper_core::classify::GrpcClassifier,
+    ReplayEcho,
+    damper::hedge::Idempotent,
+>;
+
+/// Starts [`ClientStack::grpc`](damper::ClientStack::grpc) for `Echo`: only the methods in
+/// [`IDEMPOTENT_METHODS`](crate::grpc::IDEMPOTENT_METHODS) are retried.
+pub fn client_stack()
+-> damper::ClientStack<damper_core::classify::GrpcClassifier, ReplayEcho, damper::hedge::Idempotent>
+{
+    damper::ClientStack::grpc().replay(damper::retry_budget::ReplayIf::new(
+        crate::grpc::idempotent_method as fn(&crate::grpc::BufferedRequest) -> bool,
+    ))
+}
+
+/// An `Echo` client over `channel`, behind `stack`.
 pub fn damped_client(
     channel: tonic::transport::Channel,
-    stack: &crate::stack::ClientGrpc,
-) -> Result<SayClient, damper_core::BoxError> {
-    let transport = crate::proto::echo_client::EchoClient::new(crate::stack::propagate(channel)?);
-    let svc = tower::ServiceBuilder::new()
-        .layer(stack.clone())
-        .service_fn(move |req: tonic::Request<SayRequest>| {
-            let mut transport = transport.clone();
-            async move { transport.say(req).await }
-        });
-    Ok(tower::util::BoxCloneSyncService::new(svc))
+    stack: &ClientGrpc,
+) -> crate::proto::echo_client::EchoClient<crate::grpc::DampedChannel> {
+    crate::proto::echo_client::EchoClient::new(crate::grpc::DampedChannel::new(channel, stack))
 }
 
 /// A `Say` request.

@@ -4,14 +4,14 @@
 //!   [`echo`], its implementation;
 //! - [`net`]: loopback listeners on ephemeral ports, and serving axum/tonic on them;
 //! - [`reqwest_service`]: a `reqwest::Client` as a `tower::Service<http::Request<String>>`, so
-//!   every damper layer (deadline, retry, hedge, breaker, adaptive timeout) can wrap it;
-//! - [`stack`]: the client and server stacks the examples put around those services.
+//!   every layer of [`ClientStack::http`](damper::ClientStack::http) can wrap it;
+//! - [`grpc`]: a tonic `Channel` behind damper's gRPC client stack.
 //!
 //! Run the examples with `cargo run -p damper-examples --example NAME` (`axum-server`,
 //! `reqwest-client`, `tonic`, `e2e-brownout`).
 
 pub mod echo;
-pub mod stack;
+pub mod grpc;
 
 /// The `damper.echo` protobuf package: the `Echo` service, its client and its server.
 #[allow(missing_docs, unreachable_pub, clippy::all)]

@@ -1,33 +1,37 @@
 //! Over real loopback sockets: a tonic server behind the gRPC server stack, a tonic `Channel`
 //! behind the gRPC client stack.
 
+use damper::config::LimitAlgorithm;
 use damper_core::BoxError;
-use damper_examples::echo::{self, RunningEcho, say};
+use damper_examples::echo::{self, ClientGrpc, RunningEcho, say};
 use damper_examples::proto::echo_client::EchoClient;
-use damper_examples::stack::{ClientGrpc, ClientOptions, ServerGrpc};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::time::Instant;
-use tower::ServiceExt;
-use tower_shed::limit::Fixed;
 
 async fn server() -> Result<RunningEcho, BoxError> {
-    Ok(echo::serve(ServerGrpc::new("test-grpc", Fixed::new(16)?)?).await?)
+    let stack = damper::ServerStack::grpc()
+        .name("test-grpc")
+        .configure(|c| {
+            c.limit.algorithm = Some(LimitAlgorithm::Fixed);
+            c.limit.max = Some(16);
+        })
+        .build()?;
+    Ok(echo::serve(stack).await?)
 }
 
 /// A client stack whose budget starts with `tokens` and has no per-second floor, so the number
 /// of retries it may send is exactly `tokens` while nothing succeeds.
 fn stack(deadline: Duration, tokens: f64) -> Result<ClientGrpc, BoxError> {
-    let mut options = ClientOptions::new("test-grpc");
-    options.deadline = deadline;
-    options.budget_initial = tokens;
-    options.budget_min_per_sec = 0.0;
-    options.max_attempts = 3;
-    ClientGrpc::new(&options)
-}
-
-fn code(err: &BoxError) -> Option<tonic::Code> {
-    damper_core::error::find::<tonic::Status>(&**err).map(tonic::Status::code)
+    Ok(echo::client_stack()
+        .name("test-grpc")
+        .deadline(deadline)
+        .configure(|c| {
+            c.budget.initial = Some(tokens);
+            c.budget.min_per_sec = Some(0.0);
+            c.retry.max_attempts = Some(3);
+        })
+        .build()?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,25 +41,18 @@ async fn unavailable_is_retried_within_the_budget() -> Result<(), BoxError> {
     let calls = || server.stats.calls.load(Ordering::SeqCst);
 
     // A method that fails once per message: each call succeeds on its retry.
-    let client = echo::damped_client(channel.clone(), &stack(Duration::from_secs(3), 3.0)?)?;
+    let mut client = echo::damped_client(channel.clone(), &stack(Duration::from_secs(3), 3.0)?);
     for i in 0..3 {
-        let reply = client
-            .clone()
-            .oneshot(say(&format!("flaky-{i}"), 0))
-            .await?;
+        let reply = client.say(say(&format!("flaky-{i}"), 0)).await?;
         assert_eq!(reply.get_ref().message, format!("flaky-{i}"));
     }
     assert_eq!(calls(), 6, "one retry per call");
 
     // A dead method: 5 calls, 3 attempts allowed each, but only 3 tokens of budget.
-    let client = echo::damped_client(channel, &stack(Duration::from_secs(3), 3.0)?)?;
+    let mut client = echo::damped_client(channel, &stack(Duration::from_secs(3), 3.0)?);
     for _ in 0..5 {
-        let err = client
-            .clone()
-            .oneshot(say("unavailable", 0))
-            .await
-            .unwrap_err();
-        assert_eq!(code(&err), Some(tonic::Code::Unavailable), "{err}");
+        let status = client.say(say("unavailable", 0)).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     }
     assert_eq!(
         calls() - 6,
@@ -70,10 +67,10 @@ async fn unavailable_is_retried_within_the_budget() -> Result<(), BoxError> {
 async fn the_client_sends_and_respects_grpc_timeout() -> Result<(), BoxError> {
     let server = server().await?;
     let channel = echo::channel(server.addr).await?;
-    let client = echo::damped_client(channel, &stack(Duration::from_millis(300), 10.0)?)?;
+    let mut client = echo::damped_client(channel, &stack(Duration::from_millis(300), 10.0)?);
 
     // The deadline reaches the handler.
-    let reply = client.clone().oneshot(say("hello", 0)).await?;
+    let reply = client.say(say("hello", 0)).await?;
     let seen = reply.get_ref().deadline_ms;
     assert!((200..=300).contains(&seen), "server saw {seen} ms");
 
@@ -81,11 +78,11 @@ async fn the_client_sends_and_respects_grpc_timeout() -> Result<(), BoxError> {
     let calls = server.stats.calls.load(Ordering::SeqCst);
     let completed = server.stats.completed.load(Ordering::SeqCst);
     let start = Instant::now();
-    let err = client.oneshot(say("slow", 3000)).await.unwrap_err();
+    let err = client.say(say("slow", 3000)).await.unwrap_err();
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(290) && took < Duration::from_millis(1000),
-        "{took:?}: {err}"
+        "{took:?}: {err:?}"
     );
     assert_eq!(
         server.stats.calls.load(Ordering::SeqCst),

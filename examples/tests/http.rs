@@ -11,9 +11,9 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
+use damper::config::LimitAlgorithm;
 use damper_core::{BoxError, HasDeadline};
 use damper_examples::net;
-use damper_examples::stack::{ClientHttp, ClientOptions, ServerHttp};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -21,7 +21,6 @@ use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
 use tower_fault::{FaultLayer, FaultSpec, HttpResponseInjector};
-use tower_shed::limit::Fixed;
 
 /// What the server saw: path, final status, when the request arrived.
 type Seen = (String, u16, Instant);
@@ -43,18 +42,34 @@ fn error_layer()
 }
 
 fn client(deadline: Duration) -> Result<impl Fn(&str) -> ClientCall, BoxError> {
-    let mut options = ClientOptions::new("test-http");
-    options.deadline = deadline;
     // Hedging needs 100 latency samples to start; keep it out of these small tests.
-    options.hedge = false;
+    let stack = damper::ClientStack::http()
+        .name("test-http")
+        .deadline(deadline)
+        .hedging(false)
+        .build()?;
     let svc = ServiceBuilder::new()
-        .layer(ClientHttp::new(&options)?)
+        .layer(stack)
         .service(damper_examples::reqwest_service(reqwest::Client::new()));
     Ok(move |url: &str| {
         let svc = svc.clone();
         let req = http::Request::get(url).body(String::new());
         Box::pin(async move { svc.oneshot(req?).await }) as ClientCall
     })
+}
+
+/// `ServerStack::http()` with a fixed limit of `max` requests in flight.
+fn server_stack(
+    name: &str,
+    max: usize,
+) -> Result<damper::ServerLayer<damper::shed::http::OverloadedAsResponseLayer>, BoxError> {
+    Ok(damper::ServerStack::http()
+        .name(name)
+        .configure(|c| {
+            c.limit.algorithm = Some(LimitAlgorithm::Fixed);
+            c.limit.max = Some(max);
+        })
+        .build()?)
 }
 
 type ClientCall =
@@ -80,7 +95,7 @@ async fn shed_503_with_retry_after_is_honoured_by_the_client_stack() -> Result<(
         .layer(
             ServiceBuilder::new()
                 .layer(error_layer())
-                .layer(ServerHttp::new("test-shed", Fixed::new(1)?)?),
+                .layer(server_stack("test-shed", 1)?),
         )
         .layer(middleware::from_fn(move |req, next| {
             observe(tx.clone(), req, next)
@@ -189,7 +204,7 @@ async fn client_deadline_propagates_and_the_server_enforces_it() -> Result<(), B
         .layer(
             ServiceBuilder::new()
                 .layer(error_layer())
-                .layer(ServerHttp::new("test-deadline", Fixed::new(8)?)?),
+                .layer(server_stack("test-deadline", 8)?),
         );
     let (listener, addr) = net::listen().await?;
     let server = net::spawn_axum(listener, app);
