@@ -5,6 +5,10 @@
 //! cargo bench -p tower-adaptive-timeout --bench overhead -- --warm-up-time 1 --measurement-time 3
 //! ```
 //!
+//! The machine these run on is shared, so wall time mixes in other processes' load: the
+//! `cpu_*` groups repeat `ready` and `pending_once` measured in the bench thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`, read through rustix), which time spent descheduled does not inflate.
+//!
 //! Groups:
 //! - `ready`: the inner future is ready on its first poll (the usual micro-benchmark). At this
 //!   rate (tens of millions of calls per second) the adaptive timeout measures one attempt in
@@ -14,7 +18,8 @@
 //! - `two_threads`: two std threads, each with its own current-thread runtime and a clone of
 //!   one service, `N` calls each; reported as time per call over both threads.
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::{Measurement, ValueFormatter};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -66,9 +71,66 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The calling thread's CPU time, in nanoseconds.
+struct ThreadCpuTime;
+
+fn thread_cpu_nanos() -> u64 {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = u64;
+    type Value = u64;
+
+    fn start(&self) -> u64 {
+        thread_cpu_nanos()
+    }
+    fn end(&self, start: u64) -> u64 {
+        thread_cpu_nanos() - start
+    }
+    fn add(&self, a: &u64, b: &u64) -> u64 {
+        a + b
+    }
+    fn zero(&self) -> u64 {
+        0
+    }
+    fn to_f64(&self, v: &u64) -> f64 {
+        *v as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        &CpuNanos
+    }
+}
+
+struct CpuNanos;
+
+impl ValueFormatter for CpuNanos {
+    fn scale_values(&self, typical: f64, values: &mut [f64]) -> &'static str {
+        let (div, unit) = match typical {
+            t if t < 1e3 => (1.0, "ns cpu"),
+            t if t < 1e6 => (1e3, "µs cpu"),
+            _ => (1e6, "ms cpu"),
+        };
+        values.iter_mut().for_each(|v| *v /= div);
+        unit
+    }
+    fn scale_throughputs(&self, _typical: f64, t: &Throughput, values: &mut [f64]) -> &'static str {
+        let n = match t {
+            Throughput::Elements(n) | Throughput::Bytes(n) | Throughput::BytesDecimal(n) => *n,
+            _ => 1,
+        } as f64;
+        values.iter_mut().for_each(|v| *v = n * 1e9 / *v);
+        "per cpu-s"
+    }
+    fn scale_for_machines(&self, _values: &mut [f64]) -> &'static str {
+        "ns"
+    }
+}
+
 /// Benches `inner` bare, under tower's `Timeout` and under the adaptive timeout (sampled, and
 /// measuring every call), in one group.
-fn compare<S>(c: &mut Criterion, group: &str, inner: S)
+fn compare<S, M: Measurement>(c: &mut Criterion<M>, group: &str, inner: S)
 where
     S: Service<u32, Response = u32, Error = Infallible> + Clone,
 {
@@ -116,6 +178,22 @@ fn pending_once(c: &mut Criterion) {
     compare(
         c,
         "pending_once",
+        service_fn(|x: u32| PendingOnce(Some(x), false)),
+    );
+}
+
+fn cpu_ready(c: &mut Criterion<ThreadCpuTime>) {
+    compare(
+        c,
+        "cpu_ready",
+        service_fn(|x: u32| std::future::ready(Ok::<_, Infallible>(x))),
+    );
+}
+
+fn cpu_pending_once(c: &mut Criterion<ThreadCpuTime>) {
+    compare(
+        c,
+        "cpu_pending_once",
         service_fn(|x: u32| PendingOnce(Some(x), false)),
     );
 }
@@ -169,4 +247,9 @@ fn two_threads(c: &mut Criterion) {
 }
 
 criterion_group!(benches, ready, pending_once, two_threads);
-criterion_main!(benches);
+criterion_group! {
+    name = cpu;
+    config = Criterion::default().with_measurement(ThreadCpuTime);
+    targets = cpu_ready, cpu_pending_once
+}
+criterion_main!(benches, cpu);
