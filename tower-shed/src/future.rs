@@ -142,7 +142,8 @@ where
                 StateProj::Running { fut, permit } => {
                     let res = ready!(fut.poll(cx)).map_err(Into::into);
                     if let Some(mut p) = permit.take() {
-                        if p.sampled() {
+                        // Measured requests report every outcome; the others only drops.
+                        if p.sampled() || res.is_err() {
                             p.finish(sample_outcome(&res));
                         }
                     }

@@ -16,18 +16,13 @@
 //! assert_eq!(status.metadata().get("grpc-retry-pushback-ms").unwrap(), "250");
 //! ```
 
+use crate::http::{RejectionResponse, Respond, RespondLayer};
 use damper_core::BoxError;
 use damper_core::error::{DeadlineExceeded, Overloaded};
 use damper_core::pushback::GRPC_RETRY_PUSHBACK_MS;
 use http::Response;
-use pin_project_lite::pin_project;
-use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll, ready};
 use tonic::Status;
 use tonic::metadata::MetadataValue;
-use tower_layer::Layer;
-use tower_service::Service;
 
 /// The `RESOURCE_EXHAUSTED` status for a rejection, with `grpc-retry-pushback-ms` when the
 /// rejection has a hint.
@@ -42,96 +37,53 @@ pub fn overloaded_status(err: &Overloaded) -> Status {
     status
 }
 
-/// Maps the limiter's errors to gRPC statuses. See the [module docs](self).
+/// `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms` for [`Overloaded`], `DEADLINE_EXCEEDED`
+/// for [`DeadlineExceeded`], as trailers-only gRPC responses.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OverloadedAsStatusLayer(());
+pub struct GrpcStatus;
 
-impl OverloadedAsStatusLayer {
-    /// A new layer.
-    pub const fn new() -> Self {
-        Self(())
-    }
-}
-
-impl<S> Layer<S> for OverloadedAsStatusLayer {
-    type Service = OverloadedAsStatus<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        OverloadedAsStatus { inner }
-    }
-}
-
-/// Maps the limiter's errors to gRPC statuses. See the [module docs](self).
-#[derive(Debug, Clone)]
-pub struct OverloadedAsStatus<S> {
-    inner: S,
-}
-
-impl<S> OverloadedAsStatus<S> {
-    /// The inner service.
-    pub fn get_ref(&self) -> &S {
-        &self.inner
-    }
-
-    /// Consumes the wrapper, returning the inner service.
-    pub fn into_inner(self) -> S {
-        self.inner
-    }
-}
-
-impl<S, Req, B> Service<Req> for OverloadedAsStatus<S>
-where
-    S: Service<Req, Response = Response<B>>,
-    S::Error: Into<BoxError>,
-    B: Default,
-{
-    type Response = Response<B>;
-    type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx).map_err(Into::into)
-    }
-
-    fn call(&mut self, req: Req) -> Self::Future {
-        ResponseFuture {
-            inner: self.inner.call(req),
+impl RejectionResponse for GrpcStatus {
+    fn response<B: Default>(err: &BoxError) -> Option<Response<B>> {
+        if let Some(o) = err.downcast_ref::<Overloaded>() {
+            Some(overloaded_status(o).into_http())
+        } else if err.is::<DeadlineExceeded>() {
+            Some(Status::deadline_exceeded("request deadline exceeded").into_http())
+        } else {
+            None
         }
     }
 }
 
-pin_project! {
-    /// Response future of [`OverloadedAsStatus`].
-    #[must_use = "futures do nothing unless you `.await` or poll them"]
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
-        #[pin]
-        inner: F,
-    }
-}
+/// Maps the limiter's errors to gRPC statuses. See the [module docs](self).
+pub type OverloadedAsStatusLayer = RespondLayer<GrpcStatus>;
+/// Maps the limiter's errors to gRPC statuses. See the [module docs](self).
+pub type OverloadedAsStatus<S> = Respond<S, GrpcStatus>;
 
-impl<F, B, E> Future for ResponseFuture<F>
-where
-    F: Future<Output = Result<Response<B>, E>>,
-    E: Into<BoxError>,
-    B: Default,
-{
-    type Output = Result<Response<B>, BoxError>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tower::{Service, ServiceBuilder, ServiceExt};
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let res = ready!(self.project().inner.poll(cx));
-        Poll::Ready(match res {
-            Ok(res) => Ok(res),
-            Err(e) => {
-                let e: BoxError = e.into();
-                if let Some(o) = e.downcast_ref::<Overloaded>() {
-                    Ok(overloaded_status(o).into_http())
-                } else if e.is::<DeadlineExceeded>() {
-                    Ok(Status::deadline_exceeded("request deadline exceeded").into_http())
+    #[tokio::test]
+    async fn rejection_becomes_resource_exhausted_with_pushback() {
+        let mut svc = ServiceBuilder::new()
+            .layer(OverloadedAsStatusLayer::new())
+            .service_fn(|fail: bool| async move {
+                if fail {
+                    Err::<Response<String>, BoxError>(Box::new(Overloaded::with_retry_after(
+                        Duration::from_millis(40),
+                    )))
                 } else {
-                    Err(e)
+                    Err(DeadlineExceeded::new().into())
                 }
-            }
-        })
+            });
+        let res = svc.ready().await.unwrap().call(true).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "8");
+        assert_eq!(res.headers()[GRPC_RETRY_PUSHBACK_MS], "40");
+        let status = Status::from_header_map(res.headers()).unwrap();
+        assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+        let res = svc.ready().await.unwrap().call(false).await.unwrap();
+        assert_eq!(res.headers()["grpc-status"], "4");
     }
 }

@@ -45,7 +45,9 @@ use damper_core::BoxError;
 use damper_core::error::{DeadlineExceeded, Overloaded};
 use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
+use std::fmt;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tower_layer::Layer;
@@ -64,32 +66,103 @@ pub fn overloaded_response<B: Default>(err: &Overloaded) -> Response<B> {
     res
 }
 
-/// Maps the limiter's errors to HTTP responses. See the [module docs](self).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct OverloadedAsResponseLayer(());
+/// How a server answers the limiter's rejections instead of failing: implemented by
+/// [`Http503`] here and by `grpc::GrpcStatus` (feature `grpc`).
+pub trait RejectionResponse {
+    /// The response for `err`, or `None` to pass the error through.
+    fn response<B: Default>(err: &BoxError) -> Option<Response<B>>;
+}
 
-impl OverloadedAsResponseLayer {
+/// `503` with `Retry-After` for [`Overloaded`], `504` for [`DeadlineExceeded`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Http503;
+
+impl RejectionResponse for Http503 {
+    fn response<B: Default>(err: &BoxError) -> Option<Response<B>> {
+        if let Some(o) = err.downcast_ref::<Overloaded>() {
+            Some(overloaded_response(o))
+        } else if err.is::<DeadlineExceeded>() {
+            let mut res = Response::new(B::default());
+            *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
+            Some(res)
+        } else {
+            None
+        }
+    }
+}
+
+/// Maps the limiter's errors to HTTP responses. See the [module docs](self).
+pub type OverloadedAsResponseLayer = RespondLayer<Http503>;
+/// Maps the limiter's errors to HTTP responses. See the [module docs](self).
+pub type OverloadedAsResponse<S> = Respond<S, Http503>;
+
+/// Answers rejections with the responses `M` makes. See [`OverloadedAsResponseLayer`].
+pub struct RespondLayer<M> {
+    _mapper: PhantomData<fn() -> M>,
+}
+
+impl<M> RespondLayer<M> {
     /// A new layer.
     pub const fn new() -> Self {
-        Self(())
+        Self {
+            _mapper: PhantomData,
+        }
     }
 }
 
-impl<S> Layer<S> for OverloadedAsResponseLayer {
-    type Service = OverloadedAsResponse<S>;
+impl<M> Default for RespondLayer<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M> Clone for RespondLayer<M> {
+    fn clone(&self) -> Self {
+        Self::new()
+    }
+}
+
+impl<M> fmt::Debug for RespondLayer<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RespondLayer")
+    }
+}
+
+impl<S, M> Layer<S> for RespondLayer<M> {
+    type Service = Respond<S, M>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        OverloadedAsResponse { inner }
+        Respond {
+            inner,
+            _mapper: PhantomData,
+        }
     }
 }
 
-/// Maps the limiter's errors to HTTP responses. See the [module docs](self).
-#[derive(Debug, Clone)]
-pub struct OverloadedAsResponse<S> {
+/// Answers rejections with the responses `M` makes. See [`OverloadedAsResponseLayer`].
+pub struct Respond<S, M> {
     inner: S,
+    _mapper: PhantomData<fn() -> M>,
 }
 
-impl<S> OverloadedAsResponse<S> {
+impl<S: Clone, M> Clone for Respond<S, M> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            _mapper: PhantomData,
+        }
+    }
+}
+
+impl<S: fmt::Debug, M> fmt::Debug for Respond<S, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Respond")
+            .field("inner", &self.inner)
+            .finish()
+    }
+}
+
+impl<S, M> Respond<S, M> {
     /// The inner service.
     pub fn get_ref(&self) -> &S {
         &self.inner
@@ -101,15 +174,16 @@ impl<S> OverloadedAsResponse<S> {
     }
 }
 
-impl<S, Req, B> Service<Req> for OverloadedAsResponse<S>
+impl<S, M, Req, B> Service<Req> for Respond<S, M>
 where
     S: Service<Req, Response = Response<B>>,
     S::Error: Into<BoxError>,
+    M: RejectionResponse,
     B: Default,
 {
     type Response = Response<B>;
     type Error = BoxError;
-    type Future = ResponseFuture<S::Future>;
+    type Future = ResponseFuture<S::Future, M>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
@@ -118,45 +192,42 @@ where
     fn call(&mut self, req: Req) -> Self::Future {
         ResponseFuture {
             inner: self.inner.call(req),
+            _mapper: PhantomData,
         }
     }
 }
 
 pin_project! {
-    /// Response future of [`OverloadedAsResponse`].
+    /// Response future of [`Respond`].
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    #[derive(Debug)]
-    pub struct ResponseFuture<F> {
+    pub struct ResponseFuture<F, M> {
         #[pin]
         inner: F,
+        _mapper: PhantomData<fn() -> M>,
     }
 }
 
-impl<F, B, E> Future for ResponseFuture<F>
+impl<F, M> fmt::Debug for ResponseFuture<F, M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ResponseFuture")
+    }
+}
+
+impl<F, M, B, E> Future for ResponseFuture<F, M>
 where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
+    M: RejectionResponse,
     B: Default,
 {
     type Output = Result<Response<B>, BoxError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let res = ready!(self.project().inner.poll(cx));
-        Poll::Ready(match res {
-            Ok(res) => Ok(res),
-            Err(e) => {
-                let e: BoxError = e.into();
-                if let Some(o) = e.downcast_ref::<Overloaded>() {
-                    Ok(overloaded_response(o))
-                } else if e.is::<DeadlineExceeded>() {
-                    let mut res = Response::new(B::default());
-                    *res.status_mut() = StatusCode::GATEWAY_TIMEOUT;
-                    Ok(res)
-                } else {
-                    Err(e)
-                }
-            }
-        })
+        Poll::Ready(res.or_else(|e| {
+            let e: BoxError = e.into();
+            M::response(&e).ok_or(e)
+        }))
     }
 }
 

@@ -8,6 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower_layer::Layer;
 
+/// The default of [`ShedBuilder::sample_every`].
+pub const DEFAULT_SAMPLE_EVERY: u32 = 8;
+
 /// Picks a request's partition by name.
 ///
 /// `()` puts every request in one class; any `Fn(&Req) -> &'static str` works as a classifier.
@@ -89,7 +92,7 @@ impl<P> fmt::Debug for ShedLayer<P> {
 /// | knob | default |
 /// |---|---|
 /// | [`name`](Self::name) | `"shed"` |
-/// | [`sample_every`](Self::sample_every) | 1 (measure every request) |
+/// | [`sample_every`](Self::sample_every) | 8 (measure one request in 8; drops always count) |
 /// | [`queue`](Self::queue) | none: reject at once |
 /// | [`codel_target`](Self::codel_target) / [`codel_interval`](Self::codel_interval) | 5 ms / 100 ms |
 /// | [`adaptive_lifo`](Self::adaptive_lifo) | on |
@@ -125,7 +128,7 @@ impl ShedBuilder {
         Self {
             limit: Box::new(limit),
             name: "shed".to_owned(),
-            sample_every: 1,
+            sample_every: DEFAULT_SAMPLE_EVERY,
             queue: None,
             partitions: Vec::new(),
             partitioner: (),
@@ -142,10 +145,14 @@ impl<P> ShedBuilder<P> {
         self
     }
 
-    /// Measure one request in `n` (a power of two). The default, 1, feeds the algorithm every
-    /// completion; at tens of thousands of requests per second a larger `n` saves two clock
-    /// reads per unmeasured request. The algorithms' sample-counted windows (Gradient2's long
-    /// window, Vegas' probe interval) stretch by the same factor.
+    /// Measure one request in `n` (a power of two; default 8).
+    ///
+    /// Measuring a request costs two clock reads and an update of the algorithm, several times
+    /// the cost of admitting it. Each measured request is fed as a sample standing for `n`
+    /// requests ([`Sample::weight`](crate::limit::Sample::weight)), so the algorithms behave
+    /// per RTT as if every request were measured. Requests that are *dropped* (timeouts,
+    /// overload answers) are always fed, measured or not. Use 1 for low-traffic services where
+    /// every sample counts.
     pub fn sample_every(mut self, n: u32) -> Self {
         self.sample_every = n;
         self

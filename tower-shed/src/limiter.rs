@@ -124,6 +124,7 @@ pub(crate) struct Limiter {
     #[allow(clippy::disallowed_types)]
     algo: std::sync::Mutex<Box<dyn Limit>>,
     sample_mask: u64,
+    sample_weight: u32,
     rtt_ns: AtomicU64,
     min_rtt_ns: AtomicU64,
     retry_after: (Duration, Duration),
@@ -198,6 +199,7 @@ impl Limiter {
             partitions,
             algo,
             sample_mask: u64::from(cfg.sample_every.max(1) - 1),
+            sample_weight: cfg.sample_every.max(1),
             rtt_ns: AtomicU64::new(0),
             min_rtt_ns: AtomicU64::new(0),
             retry_after: cfg.retry_after,
@@ -346,6 +348,24 @@ impl Limiter {
             self.partitions[p].in_flight.fetch_sub(1, Ordering::SeqCst);
         }
         self.word.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Turns a finished request into a sample. A measured request (`start` known) stands for
+    /// `sample_every` requests; an unmeasured one is fed only when it was dropped (drops are
+    /// too important to sample away), with the smoothed RTT standing in for its own.
+    #[inline(never)]
+    fn sample(&self, start: Option<Instant>, in_flight: usize, dropped: bool) {
+        let now = Instant::now();
+        let sample = match start {
+            Some(start) => Sample::new(now.saturating_duration_since(start), in_flight, dropped)
+                .with_weight(self.sample_weight),
+            None if dropped => {
+                let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
+                Sample::new(rtt, in_flight, true)
+            }
+            None => return,
+        };
+        self.record(sample, now);
     }
 
     /// Feeds a sample to the algorithm, unless another completion is doing so right now.
@@ -549,21 +569,20 @@ impl Permit {
     }
 
     /// Records how the request ended: `Some(dropped)` to feed a sample, `None` to ignore it.
+    /// Unmeasured requests only report drops.
     pub(crate) fn finish(&mut self, dropped: Option<bool>) {
-        self.outcome = dropped;
+        self.outcome = if self.sampled() {
+            dropped
+        } else {
+            dropped.filter(|&d| d)
+        };
     }
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let (Some(start), Some(dropped)) = (self.start, self.outcome) {
-            let now = Instant::now();
-            let sample = Sample {
-                rtt: now.saturating_duration_since(start),
-                in_flight: self.in_flight,
-                dropped,
-            };
-            self.limiter.record(sample, now);
+        if let Some(dropped) = self.outcome {
+            self.limiter.sample(self.start, self.in_flight, dropped);
         }
         self.limiter.release(self.partition);
         if self.limiter.queue_busy() {

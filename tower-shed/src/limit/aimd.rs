@@ -23,7 +23,7 @@ use tokio::time::Instant;
 ///
 /// let mut aimd = Aimd::builder().initial_limit(10).build().unwrap();
 /// let now = Instant::now();
-/// let busy = Sample { rtt: Duration::from_millis(5), in_flight: 10, dropped: false };
+/// let busy = Sample::new(Duration::from_millis(5), 10, false);
 /// // About one RTT's worth of samples (≈ L) adds one.
 /// for _ in 0..12 {
 ///     aimd.update(busy, now);
@@ -130,9 +130,9 @@ impl Limit for Aimd {
     fn update(&mut self, sample: Sample, now: Instant) -> usize {
         let l = self.shaper.value();
         if sample.dropped || sample.rtt > self.latency_threshold {
-            self.shaper.step(l * self.backoff, sample.rtt, now)
+            self.shaper.step(l * self.backoff, &sample, now)
         } else if sample.in_flight as f64 * 2.0 >= l {
-            self.shaper.step(l + self.increase_by, sample.rtt, now)
+            self.shaper.step(l + self.increase_by, &sample, now)
         } else {
             self.shaper.get()
         }
@@ -170,11 +170,7 @@ mod tests {
     fn does_not_grow_while_idle() {
         let mut aimd = Aimd::builder().initial_limit(10).build().unwrap();
         let now = Instant::now();
-        let idle = Sample {
-            rtt: Duration::from_millis(1),
-            in_flight: 4,
-            dropped: false,
-        };
+        let idle = Sample::new(Duration::from_millis(1), 4, false);
         for i in 0..1000 {
             aimd.update(idle, now + Duration::from_millis(i));
         }
@@ -189,11 +185,7 @@ mod tests {
             .backoff(0.5)
             .build()
             .unwrap();
-        let slow = Sample {
-            rtt: Duration::from_millis(60),
-            in_flight: 100,
-            dropped: false,
-        };
+        let slow = Sample::new(Duration::from_millis(60), 100, false);
         assert_eq!(aimd.update(slow, Instant::now()), 50);
     }
 

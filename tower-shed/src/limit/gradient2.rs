@@ -36,7 +36,7 @@ use tokio::time::Instant;
 /// use tower_shed::limit::{Gradient2, Limit, Sample};
 ///
 /// let mut g = Gradient2::builder().initial_limit(10).build().unwrap();
-/// let s = Sample { rtt: Duration::from_millis(10), in_flight: 10, dropped: false };
+/// let s = Sample::new(Duration::from_millis(10), 10, false);
 /// let l = g.update(s, Instant::now());
 /// assert!(l >= 10); // steady latency: room to grow by the queue size
 /// ```
@@ -138,10 +138,10 @@ impl Limit for Gradient2 {
     fn update(&mut self, sample: Sample, now: Instant) -> usize {
         let l = self.shaper.value();
         if sample.dropped {
-            return self.shaper.step(l * 0.9, sample.rtt, now);
+            return self.shaper.step(l * 0.9, &sample, now);
         }
         let short = sample.rtt.as_secs_f64().max(1e-9);
-        let mut long = self.long.add(short);
+        let mut long = self.long.add(short, sample.weight);
         if long / short > 2.0 {
             long = self.long.scale(0.95);
         }
@@ -150,7 +150,7 @@ impl Limit for Gradient2 {
         }
         let gradient = (self.tolerance * long / short).clamp(0.5, 1.0);
         self.shaper
-            .step(l * gradient + self.queue_size, sample.rtt, now)
+            .step(l * gradient + self.queue_size, &sample, now)
     }
 
     fn min_rtt(&self) -> Option<Duration> {
@@ -177,12 +177,15 @@ impl Ema {
         }
     }
 
-    fn add(&mut self, x: f64) -> f64 {
+    /// Adds `x` standing for `weight` samples.
+    fn add(&mut self, x: f64, weight: u32) -> f64 {
+        let weight = weight.max(1);
         if self.count < self.warmup {
-            self.count += 1;
-            self.value += (x - self.value) / f64::from(self.count);
+            self.count = self.count.saturating_add(weight).min(self.warmup);
+            self.value += (x - self.value) * (f64::from(weight) / f64::from(self.count)).min(1.0);
         } else {
-            self.value = self.value * (1.0 - self.factor) + x * self.factor;
+            let keep = (1.0 - self.factor).powi(weight.min(i32::MAX as u32) as i32);
+            self.value = self.value * keep + x * (1.0 - keep);
         }
         self.value
     }

@@ -53,6 +53,32 @@ pub struct Sample {
     pub in_flight: usize,
     /// Whether the request was dropped: it timed out or the service answered "overloaded".
     pub dropped: bool,
+    /// How many requests this sample stands for (at least 1): the limiter measures one request
+    /// in `sample_every`, and algorithms weigh each sample accordingly so that their per-RTT
+    /// behaviour does not depend on the sampling rate.
+    pub weight: u32,
+}
+
+impl Sample {
+    /// A sample standing for one request.
+    pub const fn new(rtt: Duration, in_flight: usize, dropped: bool) -> Self {
+        Self {
+            rtt,
+            in_flight,
+            dropped,
+            weight: 1,
+        }
+    }
+
+    /// The same sample, standing for `weight` requests (at least 1).
+    pub const fn with_weight(mut self, weight: u32) -> Self {
+        self.weight = if weight == 0 { 1 } else { weight };
+        self
+    }
+
+    pub(crate) fn weight(&self) -> f64 {
+        f64::from(self.weight.max(1))
+    }
 }
 
 /// A concurrency-limit algorithm.
@@ -189,10 +215,11 @@ impl Shaper {
         self.value.floor() as usize
     }
 
-    /// Moves the limit toward `target`, smoothed. An increase is spread over the ~`L` samples
-    /// of one RTT (each sample takes `1/L` of it); a decrease is applied whole, but only if no
-    /// cut happened within the last `rtt`. Returns the integer limit.
-    pub(crate) fn step(&mut self, target: f64, rtt: Duration, now: Instant) -> usize {
+    /// Moves the limit toward `target`, smoothed. An increase is spread over the ~`L` requests
+    /// of one RTT (a sample takes `weight/L` of it); a decrease is applied whole, but only if no
+    /// cut happened within the sample's `rtt`. Returns the integer limit.
+    pub(crate) fn step(&mut self, target: f64, sample: &Sample, now: Instant) -> usize {
+        let rtt = sample.rtt;
         let target = if target.is_finite() {
             target
         } else {
@@ -200,9 +227,11 @@ impl Shaper {
         };
         let mut next = (1.0 - self.smoothing) * self.value + self.smoothing * target;
         if next > self.value {
-            // About `L` samples complete per RTT: each takes 1/L of the step, so the limit grows
-            // by one step per RTT whatever the request rate.
-            next = self.value + (next - self.value) / self.value.max(1.0);
+            // About `L` requests complete per RTT: each takes 1/L of the step (a sample standing
+            // for `w` requests takes w/L), so the limit grows by one step per RTT whatever the
+            // request or sampling rate.
+            let share = (sample.weight() / self.value.max(1.0)).min(1.0);
+            next = self.value + (next - self.value) * share;
         }
         let next = next.clamp(self.min, self.max);
         if next < self.value {
@@ -225,6 +254,28 @@ pub(crate) mod sim;
 mod tests {
     use super::*;
 
+    fn at(rtt: Duration) -> Sample {
+        Sample::new(rtt, 1, false)
+    }
+
+    #[test]
+    fn weighted_samples_grow_as_much_as_the_requests_they_stand_for() {
+        let t0 = Instant::now();
+        let mut one = Shaper::new(bounds());
+        let mut weighted = Shaper::new(bounds());
+        // Additive increase: +1 per RTT's worth of requests.
+        for _ in 0..8 {
+            one.step(one.value() + 1.0, &at(Duration::ZERO), t0);
+        }
+        weighted.step(11.0, &at(Duration::ZERO).with_weight(8), t0);
+        assert!((weighted.value() - 10.8).abs() < 1e-9);
+        assert!(
+            (one.value() - weighted.value()).abs() < 0.05,
+            "{}",
+            one.value()
+        );
+    }
+
     fn bounds() -> Bounds {
         Bounds {
             initial: 10,
@@ -239,14 +290,14 @@ mod tests {
         let t0 = Instant::now();
         let rtt = Duration::from_millis(100);
         let mut s = Shaper::new(bounds());
-        assert_eq!(s.step(5.0, rtt, t0), 5);
+        assert_eq!(s.step(5.0, &at(rtt), t0), 5);
         // A second cut within the same RTT is ignored, growth is not.
-        assert_eq!(s.step(3.0, rtt, t0 + Duration::from_millis(50)), 5);
+        assert_eq!(s.step(3.0, &at(rtt), t0 + Duration::from_millis(50)), 5);
         // Growth is spread over one RTT's worth of samples: 5 + (9 − 5) / 5.
-        assert_eq!(s.step(9.0, rtt, t0 + Duration::from_millis(60)), 5);
-        assert_eq!(s.step(15.0, rtt, t0 + Duration::from_millis(60)), 7);
+        assert_eq!(s.step(9.0, &at(rtt), t0 + Duration::from_millis(60)), 5);
+        assert_eq!(s.step(15.0, &at(rtt), t0 + Duration::from_millis(60)), 7);
         // After an RTT the next cut applies.
-        assert_eq!(s.step(4.0, rtt, t0 + Duration::from_millis(100)), 4);
+        assert_eq!(s.step(4.0, &at(rtt), t0 + Duration::from_millis(100)), 4);
     }
 
     #[test]
@@ -257,12 +308,12 @@ mod tests {
             ..bounds()
         });
         // (10 + 1000) / 2 = 505, spread over 10 samples: 10 + 49.5.
-        assert_eq!(s.step(1000.0, Duration::ZERO, t0), 50);
-        assert_eq!(s.step(10.0, Duration::ZERO, t0), 30);
+        assert_eq!(s.step(1000.0, &at(Duration::ZERO), t0), 50);
+        assert_eq!(s.step(10.0, &at(Duration::ZERO), t0), 30);
         let mut s = Shaper::new(bounds());
-        assert_eq!(s.step(-5.0, Duration::ZERO, t0), 2);
-        assert_eq!(s.step(f64::NAN, Duration::ZERO, t0), 2);
-        assert_eq!(s.step(1e12, Duration::ZERO, t0), 50);
+        assert_eq!(s.step(-5.0, &at(Duration::ZERO), t0), 2);
+        assert_eq!(s.step(f64::NAN, &at(Duration::ZERO), t0), 2);
+        assert_eq!(s.step(1e12, &at(Duration::ZERO), t0), 50);
     }
 
     #[test]

@@ -41,11 +41,7 @@ impl Backend {
             let fits = (self.capacity + self.queue).floor() as usize;
             for i in 0..n {
                 let at = self.now + rtt.mul_f64((i + 1) as f64 / n as f64);
-                let sample = Sample {
-                    rtt,
-                    in_flight: n,
-                    dropped: i >= fits,
-                };
+                let sample = Sample::new(rtt, n, i >= fits);
                 limit.update(sample, at);
             }
             self.now += rtt;

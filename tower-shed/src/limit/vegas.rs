@@ -41,7 +41,7 @@ use tokio::time::Instant;
 ///
 /// let mut v = Vegas::builder().initial_limit(10).build().unwrap();
 /// let now = Instant::now();
-/// let s = Sample { rtt: Duration::from_millis(10), in_flight: 10, dropped: false };
+/// let s = Sample::new(Duration::from_millis(10), 10, false);
 /// // No queue: grow by 6·max(1, log10 L) over about one RTT's worth of samples.
 /// for _ in 0..10 {
 ///     v.update(s, now);
@@ -169,7 +169,7 @@ impl Limit for Vegas {
             // Only requests admitted after the pin see the drained queue.
             let started = now.checked_sub(sample.rtt).unwrap_or(now);
             if started >= probe.started && !sample.dropped {
-                probe.seen += 1;
+                probe.seen += sample.weight.max(1) as usize;
                 probe.min = Some(probe.min.map_or(sample.rtt, |m| m.min(sample.rtt)));
             }
             if probe.seen >= probe.needed {
@@ -180,7 +180,7 @@ impl Limit for Vegas {
             }
             return self.shaper.get();
         }
-        self.samples += 1;
+        self.samples += u64::from(sample.weight.max(1));
         if self.samples as f64 >= self.probe_after {
             let restore = self.shaper.value();
             let pinned = self.shaper.set(restore * self.probe_pin);
@@ -203,7 +203,7 @@ impl Limit for Vegas {
         let l = self.shaper.value();
         let lg = l.log10().max(1.0);
         if sample.dropped {
-            return self.shaper.step(l - lg, sample.rtt, now);
+            return self.shaper.step(l - lg, &sample, now);
         }
         if (sample.in_flight as f64) * 2.0 < l {
             return self.shaper.get();
@@ -223,7 +223,7 @@ impl Limit for Vegas {
         } else {
             return self.shaper.get();
         };
-        self.shaper.step(target, sample.rtt, now)
+        self.shaper.step(target, &sample, now)
     }
 
     fn min_rtt(&self) -> Option<Duration> {
@@ -291,11 +291,7 @@ mod tests {
     #[test]
     fn drops_cut_the_limit() {
         let mut v = Vegas::builder().initial_limit(100).build().unwrap();
-        let s = Sample {
-            rtt: Duration::from_millis(10),
-            in_flight: 100,
-            dropped: true,
-        };
+        let s = Sample::new(Duration::from_millis(10), 100, true);
         assert_eq!(v.update(s, Instant::now()), 98);
     }
 
