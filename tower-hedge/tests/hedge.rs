@@ -674,3 +674,88 @@ fn invalid_config_is_rejected_with_the_field() {
     assert_eq!(err.field(), "max_hedges");
 }
 
+#[tokio::test(start_paused = true)]
+async fn metrics_count_sent_won_and_denied_and_gauge_the_delay() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are registered when the layer is built; they keep reporting afterwards.
+    let layer = metrics::with_local_recorder(&recorder, || {
+        warm().max_extra_load(0.3).name("backend").build().unwrap()
+    });
+    let stats = layer.handle();
+    let (mock, mut handle) = mock::pair::<Str, Str>();
+    let mut svc = Spawn::new(layer.layer(mock));
+    // 3 × 0.3 tokens, then 0.3 more with the request: one hedge, 0.2 left.
+    fund(&mut svc, &mut handle, "fund", 3).await;
+    let (mut fut, _p, hedge) = hedged!(svc, handle);
+    hedge.send_response("hedge");
+    assert_ready_ok!(fut.poll());
+    // 0.5 tokens with the next request: its hedge is denied.
+    let (mut fut, primary) = {
+        assert_ready_ok!(svc.poll_ready());
+        let mut fut = task::spawn(svc.call("b"));
+        let primary = assert_request_eq!(handle, "b");
+        assert_pending!(fut.poll());
+        time::advance(ms(100)).await;
+        assert_pending!(fut.poll());
+        (fut, primary)
+    };
+    primary.send_response("b");
+    assert_ready_ok!(fut.poll());
+    assert_eq!(stats.stats().budget_denied, 1);
+
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        assert!(
+            key.labels()
+                .any(|l| l.key() == "name" && l.value() == "backend"),
+            "{key:?}"
+        );
+        seen.insert(key.name().to_owned(), value);
+    }
+    use damper_core::metrics as m;
+    assert_eq!(seen[m::HEDGE_SENT_TOTAL], DebugValue::Counter(1));
+    assert_eq!(seen[m::HEDGE_WON_TOTAL], DebugValue::Counter(1));
+    assert_eq!(seen[m::HEDGE_BUDGET_DENIED_TOTAL], DebugValue::Counter(1));
+    match &seen[m::HEDGE_DELAY_SECONDS] {
+        DebugValue::Gauge(v) => assert!((v.into_inner() - 0.095).abs() < 0.002, "{v:?}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[cfg(feature = "http")]
+#[tokio::test(start_paused = true)]
+async fn only_idempotent_http_requests_are_hedged() {
+    type HttpReq = http::Request<String>;
+    let layer = warm()
+        .eligible_with(tower_hedge::Idempotent::new())
+        .build()
+        .unwrap();
+    let stats = layer.handle();
+    let (mock, mut handle) = mock::pair::<HttpReq, Str>();
+    let mut svc = Spawn::new(layer.layer(mock));
+    let get = || http::Request::get("/a").body(String::new()).unwrap();
+    let post = || http::Request::post("/a").body("x".to_string()).unwrap();
+    fund(&mut svc, &mut handle, get(), 4).await;
+
+    for (req, hedged) in [(post(), false), (get(), true)] {
+        assert_ready_ok!(svc.poll_ready());
+        let mut fut = task::spawn(svc.call(req));
+        let (_, primary) = handle.next_request().await.unwrap();
+        assert_pending!(fut.poll());
+        time::advance(ms(100)).await;
+        assert_pending!(fut.poll());
+        match handle.poll_request() {
+            Poll::Ready(Some((req, _hedge))) => {
+                assert!(hedged, "a POST was hedged");
+                assert_eq!(req.method(), http::Method::GET);
+            }
+            _ => assert!(!hedged, "the GET was not hedged"),
+        }
+        primary.send_response("ok");
+        assert_ready_ok!(fut.poll());
+    }
+    assert_eq!(stats.stats().hedges_sent, 1);
+}
