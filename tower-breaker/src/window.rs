@@ -24,7 +24,7 @@ use crate::sync::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The number of sub-windows in the ring.
-pub(crate) const BUCKETS: usize = 10;
+pub const BUCKETS: usize = 10;
 
 /// One sub-window's counters within one stripe; each word is `epoch + 1` (high 32 bits) and a
 /// count (low 32 bits).

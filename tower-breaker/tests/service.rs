@@ -314,3 +314,126 @@ async fn keyed_layer_for_shares_state_across_endpoint_services() {
         mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-2"));
     assert_ready!(other.poll_ready()).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn gate_mode_under_p2c_routes_around_an_open_endpoint() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+
+    let keyed = KeyedBreakerLayer::new(
+        cfg()
+            .min_requests(5)
+            .open_min(Duration::from_secs(30))
+            .mode(Mode::Gate)
+            .build()
+            .unwrap(),
+        |_: &u32| (),
+    );
+    let calls: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let endpoints: Vec<_> = (0..3usize)
+        .map(|i| {
+            let calls = calls[i].clone();
+            // Replica 0 is down; the others answer.
+            let backend = service_fn(move |req: u32| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    if i == 0 {
+                        Err(BoxError::from("replica down"))
+                    } else {
+                        Ok(req)
+                    }
+                }
+            });
+            let svc = keyed.layer_for(&i).layer(backend);
+            PendingRequests::new(svc, CompleteOnResponse::default())
+        })
+        .collect();
+    let mut balance = Balance::new(ServiceList::new(endpoints));
+    let mut ok = 0;
+    for i in 0..300 {
+        if balance.ready().await.unwrap().call(i).await.is_ok() {
+            ok += 1;
+        }
+    }
+    let down = calls[0].load(Ordering::Relaxed);
+    assert!(down >= 5, "the breaker needs evidence: {down}");
+    assert!(down <= 6, "an open endpoint still got {down} calls");
+    assert_eq!(ok, 300 - down);
+    assert_eq!(keyed.handle(&0).unwrap().state(), State::Open);
+    assert_eq!(keyed.handle(&1).unwrap().state(), State::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn keyed_idle_breakers_are_evicted_first() {
+    let layer = KeyedBreakerLayer::new(cfg().build().unwrap(), |req: &&'static str| *req)
+        .max_keys(std::num::NonZeroUsize::new(2).unwrap())
+        .idle_timeout(Duration::from_secs(60));
+    let mut svc = layer.layer(service_fn(|req: &'static str| async move {
+        Ok::<_, BoxError>(req)
+    }));
+    svc.ready().await.unwrap().call("old").await.unwrap();
+    tokio::time::advance(Duration::from_secs(120)).await;
+    // "busy" is used after "old" went idle; a third key evicts the idle one.
+    for _ in 0..3 {
+        svc.ready().await.unwrap().call("busy").await.unwrap();
+    }
+    svc.ready().await.unwrap().call("new").await.unwrap();
+    assert_eq!(layer.len(), 2);
+    assert!(layer.handle(&"old").is_none());
+    assert!(layer.handle(&"busy").is_some());
+    assert!(layer.handle(&"new").is_some());
+}
+
+#[test]
+fn metrics_count_transitions_and_rejections() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are registered when a breaker is built, never per request.
+    let svc = metrics::with_local_recorder(&recorder, || {
+        BreakerLayer::new(cfg().name("inventory").build().unwrap())
+            .layer(service_fn(|_: u8| async { Ok::<u8, BoxError>(0) }))
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let handle = svc.handle();
+        handle.force_open();
+        let err = svc.clone().oneshot(1).await.unwrap_err();
+        assert!(err.is::<CircuitOpen>());
+        handle.reset();
+    });
+    let mut seen = std::collections::HashMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<String> = key
+            .key()
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        assert!(labels.contains(&"name=inventory".to_string()), "{labels:?}");
+        seen.insert(format!("{} {}", key.key().name(), labels.join(",")), value);
+    }
+    let get = |k: &str| seen.get(k);
+    assert_eq!(
+        get("damper_breaker_transitions_total name=inventory,state=open"),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        get("damper_breaker_transitions_total name=inventory,state=closed"),
+        Some(&DebugValue::Counter(1))
+    );
+    assert_eq!(
+        get("damper_breaker_rejected_total name=inventory"),
+        Some(&DebugValue::Counter(1))
+    );
+    assert!(matches!(
+        get("damper_breaker_state name=inventory"),
+        Some(DebugValue::Gauge(g)) if g.into_inner() == 0.0
+    ));
+}
