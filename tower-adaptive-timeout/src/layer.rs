@@ -158,6 +158,8 @@ impl AdaptiveTimeoutBuilder {
     /// Whether this layer records attempt latencies (and censored timeouts) into the histogram.
     /// Default `true`. When several layers share one histogram exactly one should record, or
     /// every sample counts twice; let it be this one, as it sees every attempt and its timeouts.
+    /// (Censoring needs it: with `record(false)` timed-out attempts never reach the histogram,
+    /// and only the backoff can lift the timeout above a latency step.)
     pub fn record(mut self, record: bool) -> Self {
         self.record = Some(record);
         self

@@ -597,6 +597,28 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_timeouts_take_one_step() {
+        let t0 = Instant::now();
+        let p = Arc::new(policy(TimeoutConfig::default(), t0));
+        let attempts: Vec<_> = (0..64).map(|_| attempt(&p, t0)).collect();
+        let at = t0 + Duration::from_secs(1);
+        let steps: usize = std::thread::scope(|s| {
+            let workers: Vec<_> = attempts
+                .chunks(16)
+                .map(|chunk| {
+                    let p = &p;
+                    s.spawn(move || chunk.iter().filter_map(|a| p.on_timeout(a, at)).count())
+                })
+                .collect();
+            workers.into_iter().map(|w| w.join().unwrap()).sum()
+        });
+        assert_eq!(steps, 1);
+        assert_eq!(p.state().generation, 1);
+        assert_eq!(p.state().effective, Duration::from_secs(2));
+        assert_eq!(p.histogram().count(at), 64);
+    }
+
+    #[test]
     fn a_success_breaks_the_run() {
         let t0 = Instant::now();
         let p = policy(TimeoutConfig::default(), t0);
