@@ -129,17 +129,43 @@ async fn setup(
     (svc, handle, stats, abandoned)
 }
 
+/// Sends `$req`, checks the mock got `$expect`, and polls once; returns the pending future and
+/// the first attempt's response handle.
+macro_rules! send {
+    ($svc:ident, $handle:ident, $req:expr, $expect:expr) => {{
+        assert_ready_ok!($svc.poll_ready());
+        let mut fut = task::spawn($svc.call($req));
+        let primary = assert_request_eq!($handle, $expect);
+        assert_pending!(fut.poll());
+        (fut, primary)
+    }};
+}
+
+/// Advances virtual time by `$ms` milliseconds; the future is still pending.
+macro_rules! after {
+    ($fut:ident, $ms:expr) => {{
+        time::advance(ms($ms)).await;
+        assert_pending!($fut.poll());
+    }};
+}
+
+/// Sends "a", lets the hedge go out, and returns the future with both response handles.
+macro_rules! hedged {
+    ($svc:ident, $handle:ident) => {{
+        let (mut fut, primary) = send!($svc, $handle, "a", "a");
+        after!(fut, 100);
+        let hedge = assert_request_eq!($handle, "a");
+        (fut, primary, hedge)
+    }};
+}
+
 #[tokio::test(start_paused = true)]
 async fn delay_follows_the_quantile() {
     let hist = histogram((1..=100).map(ms));
     let (mut svc, mut handle, stats, _) = setup(warm().histogram(hist.clone())).await;
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call("a"));
-    let _primary = assert_request_eq!(handle, "a");
-    assert_pending!(fut.poll());
-    time::advance(ms(93)).await;
-    assert_pending!(fut.poll());
+    let (mut fut, _primary) = send!(svc, handle, "a", "a");
+    after!(fut, 93);
     assert_pending!(handle.poll_request(), "no hedge before the p95");
     time::advance(ms(4)).await;
     assert!(fut.is_woken());
@@ -155,33 +181,14 @@ async fn delay_follows_the_quantile() {
     }
     time::advance(ms(1000)).await;
     fund(&mut svc, &mut handle, "fund", 2).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call("b"));
-    let _primary = assert_request_eq!(handle, "b");
-    assert_pending!(fut.poll());
-    time::advance(ms(290)).await;
-    assert_pending!(fut.poll());
+    let (mut fut, _primary) = send!(svc, handle, "b", "b");
+    after!(fut, 290);
     assert_pending!(handle.poll_request(), "the old delay no longer applies");
-    time::advance(ms(20)).await;
-    assert_pending!(fut.poll());
+    after!(fut, 20);
     assert_request_eq!(handle, "b").send_response("hedged");
     assert_ready_ok!(fut.poll());
     let d = stats.current_delay().unwrap();
     assert!(d.abs_diff(ms(300)) < ms(6), "{d:?}");
-}
-
-/// Sends "a", lets the hedge go out, and returns the future with both response handles.
-macro_rules! hedged {
-    ($svc:ident, $handle:ident) => {{
-        assert_ready_ok!($svc.poll_ready());
-        let mut fut = task::spawn($svc.call("a"));
-        let primary = assert_request_eq!($handle, "a");
-        assert_pending!(fut.poll());
-        time::advance(ms(100)).await;
-        assert_pending!(fut.poll());
-        let hedge = assert_request_eq!($handle, "a");
-        (fut, primary, hedge)
-    }};
 }
 
 #[tokio::test(start_paused = true)]
@@ -254,12 +261,8 @@ async fn no_hedge_before_min_samples() {
     // 99 samples: one short.
     let builder = warm().histogram(histogram((1..=99).map(ms)));
     let (mut svc, mut handle, stats, _) = setup(builder).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call("a"));
-    let primary = assert_request_eq!(handle, "a");
-    assert_pending!(fut.poll());
-    time::advance(ms(5_000)).await;
-    assert_pending!(fut.poll());
+    let (mut fut, primary) = send!(svc, handle, "a", "a");
+    after!(fut, 5_000);
     assert_pending!(handle.poll_request());
     primary.send_response("primary");
     assert_ready_ok!(fut.poll());
@@ -270,17 +273,12 @@ async fn no_hedge_before_min_samples() {
 #[tokio::test(start_paused = true)]
 async fn hedge_is_skipped_when_the_inner_service_is_not_ready() {
     let (mut svc, mut handle, stats, _) = setup(warm()).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call("a"));
-    let primary = assert_request_eq!(handle, "a");
-    assert_pending!(fut.poll());
+    let (mut fut, primary) = send!(svc, handle, "a", "a");
     handle.allow(0);
-    time::advance(ms(100)).await;
-    assert_pending!(fut.poll());
+    after!(fut, 100);
     // Capacity returns later: the hedge is not queued behind it.
     handle.allow(10);
-    time::advance(ms(100)).await;
-    assert_pending!(fut.poll());
+    after!(fut, 100);
     assert_pending!(handle.poll_request());
     primary.send_response("primary");
     assert_eq!(assert_ready_ok!(fut.poll()), "primary");
@@ -295,11 +293,9 @@ async fn hedges_beyond_the_first_go_out_one_delay_apart() {
     let (mut svc, mut handle, stats, abandoned) = setup(warm().max_hedges(2)).await;
     fund(&mut svc, &mut handle, "fund", 2).await;
     let (mut fut, _primary, _hedge1) = hedged!(svc, handle);
-    time::advance(ms(94)).await;
-    assert_pending!(fut.poll());
+    after!(fut, 94);
     assert_pending!(handle.poll_request());
-    time::advance(ms(4)).await;
-    assert_pending!(fut.poll());
+    after!(fut, 4);
     assert_request_eq!(handle, "a").send_response("third");
     assert_eq!(assert_ready_ok!(fut.poll()), "third");
     assert_eq!(abandoned.load(Ordering::SeqCst), 2);
@@ -376,34 +372,17 @@ async fn ineligible_requests_are_never_cloned_or_hedged() {
         clones: clones.clone(),
     };
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut odd = task::spawn(svc.call(make(1)));
-    let odd_primary = assert_request_eq!(handle, make(1));
-    let before = clones.load(Ordering::SeqCst);
-    assert_pending!(odd.poll());
-    time::advance(ms(500)).await;
-    assert_pending!(odd.poll());
+    let (odd, even) = (make(1), make(2));
+    let (mut odd, odd_primary) = send!(svc, handle, odd, make(1));
+    after!(odd, 500);
     assert_pending!(handle.poll_request());
     odd_primary.send_response("odd");
     assert_ready_ok!(odd.poll());
-    assert_eq!(
-        clones.load(Ordering::SeqCst),
-        before,
-        "ineligible: never cloned"
-    );
+    assert_eq!(clones.load(Ordering::SeqCst), 0, "ineligible: never cloned");
 
-    let before = clones.load(Ordering::SeqCst);
-    assert_ready_ok!(svc.poll_ready());
-    let mut even = task::spawn(svc.call(make(2)));
-    assert_eq!(
-        clones.load(Ordering::SeqCst),
-        before + 1,
-        "one copy for the hedge"
-    );
-    let _primary = assert_request_eq!(handle, make(2));
-    assert_pending!(even.poll());
-    time::advance(ms(100)).await;
-    assert_pending!(even.poll());
+    let (mut even, _primary) = send!(svc, handle, even, make(2));
+    assert_eq!(clones.load(Ordering::SeqCst), 1, "one copy for the hedge");
+    after!(even, 100);
     assert_request_eq!(handle, make(2)).send_response("even");
     assert_ready_ok!(even.poll());
     assert_eq!(stats.stats().hedges_sent, 1);
@@ -437,24 +416,16 @@ async fn a_deadline_that_cannot_fit_a_hedge_prevents_it() {
         clones: clones.clone(),
     };
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut tight = task::spawn(svc.call(make(1, 140)));
+    let (mut tight, primary) = send!(svc, handle, make(1, 140), make(1, 0));
     assert_eq!(clones.load(Ordering::SeqCst), 0, "not armed, not cloned");
-    let primary = assert_request_eq!(handle, make(1, 0));
-    assert_pending!(tight.poll());
-    time::advance(ms(120)).await;
-    assert_pending!(tight.poll());
+    after!(tight, 120);
     assert_pending!(handle.poll_request());
     primary.send_response("tight");
     assert_ready_ok!(tight.poll());
     assert_eq!(stats.stats().deadline_skipped, 1);
 
-    assert_ready_ok!(svc.poll_ready());
-    let mut roomy = task::spawn(svc.call(make(2, 200)));
-    let _primary = assert_request_eq!(handle, make(2, 0));
-    assert_pending!(roomy.poll());
-    time::advance(ms(100)).await;
-    assert_pending!(roomy.poll());
+    let (mut roomy, _primary) = send!(svc, handle, make(2, 200), make(2, 0));
+    after!(roomy, 100);
     assert_request_eq!(handle, make(2, 0)).send_response("roomy");
     assert_ready_ok!(roomy.poll());
     assert_eq!(stats.stats().hedges_sent, 1);
@@ -470,12 +441,8 @@ async fn a_shared_budget_pays_for_hedges_too() {
     assert_eq!(shared.balance(), 0.0);
     // The shared budget is empty now: the next hedge is denied although the own one allows.
     fund(&mut svc, &mut handle, "fund", 2).await;
-    assert_ready_ok!(svc.poll_ready());
-    let mut fut = task::spawn(svc.call("b"));
-    let primary = assert_request_eq!(handle, "b");
-    assert_pending!(fut.poll());
-    time::advance(ms(100)).await;
-    assert_pending!(fut.poll());
+    let (mut fut, primary) = send!(svc, handle, "b", "b");
+    after!(fut, 100);
     assert_pending!(handle.poll_request());
     primary.send_response("b");
     assert_ready_ok!(fut.poll());
@@ -692,15 +659,8 @@ async fn metrics_count_sent_won_and_denied_and_gauge_the_delay() {
     hedge.send_response("hedge");
     assert_ready_ok!(fut.poll());
     // 0.5 tokens with the next request: its hedge is denied.
-    let (mut fut, primary) = {
-        assert_ready_ok!(svc.poll_ready());
-        let mut fut = task::spawn(svc.call("b"));
-        let primary = assert_request_eq!(handle, "b");
-        assert_pending!(fut.poll());
-        time::advance(ms(100)).await;
-        assert_pending!(fut.poll());
-        (fut, primary)
-    };
+    let (mut fut, primary) = send!(svc, handle, "b", "b");
+    after!(fut, 100);
     primary.send_response("b");
     assert_ready_ok!(fut.poll());
     assert_eq!(stats.stats().budget_denied, 1);
