@@ -167,6 +167,19 @@ mod tests {
     }
 
     #[test]
+    fn converges_the_same_with_one_request_in_eight_measured() {
+        let mut aimd = Aimd::builder().initial_limit(10).build().unwrap();
+        let mut b = Backend::new(40.0, 10.0, Duration::from_millis(10));
+        b.every = 8;
+        let trace = b.run(&mut aimd, 400);
+        assert!(
+            trace[300..].iter().all(|&l| (35..=58).contains(&l)),
+            "{:?}",
+            &trace[300..]
+        );
+    }
+
+    #[test]
     fn does_not_grow_while_idle() {
         let mut aimd = Aimd::builder().initial_limit(10).build().unwrap();
         let now = Instant::now();

@@ -12,6 +12,8 @@ pub(crate) struct Backend {
     pub(crate) queue: f64,
     pub(crate) base: Duration,
     pub(crate) demand: usize,
+    /// Feed one request in `every`, weighted, as the limiter's `sample_every` does.
+    pub(crate) every: usize,
     pub(crate) now: Instant,
 }
 
@@ -22,6 +24,7 @@ impl Backend {
             queue,
             base,
             demand: usize::MAX,
+            every: 1,
             now: Instant::now(),
         }
     }
@@ -39,10 +42,10 @@ impl Backend {
             let n = limit.limit().min(self.demand);
             let rtt = self.rtt(n);
             let fits = (self.capacity + self.queue).floor() as usize;
-            for i in 0..n {
+            for i in (0..n).filter(|i| i % self.every == self.every - 1) {
                 let at = self.now + rtt.mul_f64((i + 1) as f64 / n as f64);
                 let sample = Sample::new(rtt, n, i >= fits);
-                limit.update(sample, at);
+                limit.update(sample.with_weight(self.every as u32), at);
             }
             self.now += rtt;
             trace.push(limit.limit());

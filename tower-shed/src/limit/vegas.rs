@@ -260,6 +260,18 @@ mod tests {
     }
 
     #[test]
+    fn converges_the_same_with_one_request_in_eight_measured() {
+        let mut v = Vegas::builder().build().unwrap();
+        let mut b = Backend::new(40.0, 1000.0, Duration::from_millis(10));
+        b.every = 8;
+        let trace = b.run(&mut v, 400);
+        settled(&trace[200..], 40, 60);
+        b.capacity = 20.0;
+        let trace = b.run(&mut v, 400);
+        settled(&trace[200..], 20, 35);
+    }
+
+    #[test]
     fn reprobes_min_rtt_after_a_permanent_slowdown() {
         let mut v = Vegas::builder().seed(7).build().unwrap();
         let mut b = Backend::new(40.0, 1000.0, Duration::from_millis(10));
