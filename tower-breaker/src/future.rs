@@ -41,10 +41,6 @@ impl<C> Guard<C> {
         }
     }
 
-    pub(crate) fn is_probe(&self) -> bool {
-        self.permit.is_some_and(|p| p.is_probe())
-    }
-
     /// Stamps the start time if the policy detects slow calls.
     #[inline]
     pub(crate) fn start(mut self) -> Self {

@@ -41,20 +41,12 @@ pub struct Breaker<S, C = ResultClassifier, H = ()> {
     sampler: Sampler<C>,
     fallback: H,
     gate: bool,
-    /// Gate mode: the permit reserved by `poll_ready` for the next `call`.
-    reserved: Option<Reserved<C>>,
+    /// Gate mode: the permit reserved (and counted) by `poll_ready` for the next `call`.
+    reserved: Option<Guard<C>>,
     /// Gate mode: wakes the task when the next probe is due. Allocated once, then reset.
     sleep: Option<Pin<Box<Sleep>>>,
     /// Gate mode: wakes the task on any transition or freed probe slot.
     notified: Option<Pin<Box<OwnedNotified>>>,
-}
-
-/// A permit reserved by `poll_ready`.
-#[derive(Debug)]
-pub(crate) struct Reserved<C> {
-    guard: Guard<C>,
-    /// Whether the admission is already counted in the window.
-    counted: bool,
 }
 
 /// One clone's view of a breaker: the handle its futures keep, its clock sampling and its
@@ -65,10 +57,14 @@ pub(crate) struct Sampler<C> {
     k: u32,
     last: Option<Instant>,
     pending: u64,
+    /// Calls left before a clone that shares its parent's `Local` gets its own (0 = has it).
+    until_own: u32,
 }
 
 impl<C> Sampler<C> {
     const MAX_K: u32 = 64;
+    /// Calls a clone makes on its parent's `Local` before allocating its own.
+    const SHARE_CALLS: u32 = 64;
 
     pub(crate) fn new(shared: Arc<Shared>, classifier: C) -> Self {
         Self {
@@ -77,14 +73,41 @@ impl<C> Sampler<C> {
             k: 1,
             last: None,
             pending: 0,
+            until_own: 0,
+        }
+    }
+
+    /// A sampler for a clone. It starts on its parent's `Local` (no allocation, so cloning a
+    /// breaker per request stays cheap) and takes its own after [`Self::SHARE_CALLS`] calls, so
+    /// long-lived clones on different threads do not share a reference count.
+    fn fork(&self) -> Self {
+        Self {
+            local: self.local.clone(),
+            countdown: 0,
+            k: 1,
+            last: None,
+            pending: 0,
+            until_own: Self::SHARE_CALLS,
         }
     }
 
     /// Counts one admitted call and, on every `k`-th call, reads the clock, flushes the batch
     /// and tells the window the time.
     #[inline]
-    fn admitted(&mut self) {
+    fn admitted(&mut self)
+    where
+        C: Clone,
+    {
         self.pending += 1;
+        if self.until_own > 0 {
+            self.until_own -= 1;
+            if self.until_own == 0 {
+                self.local = Arc::new(Local {
+                    shared: self.local.shared.clone(),
+                    classifier: self.local.classifier.clone(),
+                });
+            }
+        }
         self.tick();
     }
 
@@ -164,16 +187,19 @@ impl<S, C, H> Breaker<S, C, H> {
     }
 
     /// Gate mode: reserves a permit, or registers for a wake-up when one may be available.
-    fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        let local = &self.sampler.local;
-        let shared = &local.shared;
-        if let Some(permit) = shared.policy.try_admit_closed() {
-            self.reserved = Some(Reserved {
-                guard: Guard::new(local.clone(), permit),
-                counted: false,
-            });
+    fn poll_gate(&mut self, cx: &mut Context<'_>) -> Poll<()>
+    where
+        C: Clone,
+    {
+        if let Some(permit) = self.sampler.local.shared.policy.try_admit_closed() {
+            // Reserving is admitting: a reservation dropped unused is taken back like a
+            // dropped call.
+            self.reserved = Some(Guard::new(self.sampler.local.clone(), permit));
+            self.sampler.admitted();
             return Poll::Ready(());
         }
+        let local = &self.sampler.local;
+        let shared = &local.shared;
         loop {
             // Arm the notification before looking at the state, so a transition in between
             // is not missed.
@@ -186,10 +212,7 @@ impl<S, C, H> Breaker<S, C, H> {
                     if let Some(t) = transition {
                         shared.publish(t);
                     }
-                    self.reserved = Some(Reserved {
-                        guard: Guard::new(local.clone(), permit),
-                        counted: true,
-                    });
+                    self.reserved = Some(Guard::new(local.clone(), permit));
                     return Poll::Ready(());
                 }
                 (Admission::Rejected(rejection), _) => {
@@ -215,15 +238,17 @@ impl<S, C, H> Breaker<S, C, H> {
     }
 }
 
-impl<S: Clone, C: Clone, H: Clone> Clone for Breaker<S, C, H> {
+impl<S: Clone, C, H: Clone> Clone for Breaker<S, C, H> {
     fn clone(&self) -> Self {
-        let local = &self.sampler.local;
-        Self::from_parts(
-            self.inner.clone(),
-            local.shared.clone(),
-            local.classifier.clone(),
-            self.fallback.clone(),
-        )
+        Self {
+            inner: self.inner.clone(),
+            sampler: self.sampler.fork(),
+            fallback: self.fallback.clone(),
+            gate: self.gate,
+            reserved: None,
+            sleep: None,
+            notified: None,
+        }
     }
 }
 
@@ -232,7 +257,7 @@ impl<S: fmt::Debug, C, H> fmt::Debug for Breaker<S, C, H> {
         f.debug_struct("Breaker")
             .field("inner", &self.inner)
             .field("shared", &self.sampler.local.shared)
-            .field("reserved", &self.reserved.as_ref().map(|r| &r.guard))
+            .field("reserved", &self.reserved)
             .finish_non_exhaustive()
     }
 }
@@ -241,7 +266,7 @@ impl<S, C, H, Req> Service<Req> for Breaker<S, C, H>
 where
     S: Service<Req>,
     S::Error: Into<BoxError>,
-    C: Classify<S::Response, S::Error>,
+    C: Classify<S::Response, S::Error> + Clone,
     H: Fallback<Req, S::Response>,
 {
     type Response = S::Response;
@@ -271,7 +296,7 @@ where
 /// refuses.
 #[inline]
 pub(crate) fn dispatch<S, C, H, Req>(
-    reserved: Option<Reserved<C>>,
+    reserved: Option<Guard<C>>,
     sampler: &mut Sampler<C>,
     inner: &mut S,
     fallback: &mut H,
@@ -280,14 +305,10 @@ pub(crate) fn dispatch<S, C, H, Req>(
 where
     S: Service<Req>,
     H: Fallback<Req, S::Response>,
+    C: Clone,
 {
     let guard = match reserved {
-        Some(Reserved { guard, counted }) => {
-            if !counted && !guard.is_probe() {
-                sampler.admitted();
-            }
-            guard
-        }
+        Some(guard) => guard,
         None => {
             let shared = &sampler.local.shared;
             match shared.policy.try_admit_closed() {

@@ -437,3 +437,30 @@ fn metrics_count_transitions_and_rejections() {
         Some(DebugValue::Gauge(g)) if g.into_inner() == 0.0
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn admissions_are_counted_once_in_both_modes_and_per_request_clones() {
+    for mode in [Mode::FailFast, Mode::Gate] {
+        let layer = BreakerLayer::new(cfg().mode(mode).build().unwrap());
+        let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+        let breaker = svc.get_ref().handle();
+        for _ in 0..10 {
+            assert_ready_ok!(svc.poll_ready());
+            let fut = svc.call("x");
+            assert_request_eq!(handle, "x").send_response("ok");
+            fut.await.unwrap();
+        }
+        // Per-request clones (the `svc.clone().oneshot(req)` idiom).
+        for _ in 0..5 {
+            let mut clone = mock::Spawn::new(svc.get_ref().clone());
+            assert_ready_ok!(clone.poll_ready());
+            let fut = clone.call("y");
+            assert_request_eq!(handle, "y").send_response("ok");
+            fut.await.unwrap();
+        }
+        // A reservation dropped unused (gate mode reserves in poll_ready) counts for nothing.
+        assert_ready_ok!(svc.poll_ready());
+        drop(svc);
+        assert_eq!(breaker.snapshot().counts.total, 15, "{mode:?}");
+    }
+}
