@@ -4,7 +4,8 @@
 //!
 //! `cargo bench -p tower-hedge --bench overhead -- --warm-up-time 1 --measurement-time 3`
 //!
-//! - `one_task/*`: N calls on one current-thread runtime; time per call.
+//! - `one_task/*`: N calls on one current-thread runtime; time per call. `damper_hedge_cold` is
+//!   the layer before it has samples: requests are counted, never armed or cloned.
 //! - `two_threads/*`: two std threads, each running N calls on its own current-thread runtime;
 //!   one iteration = one call on each thread, so time per iteration is wall time per pair of
 //!   calls. `damper_hedge`: both threads use clones of one layer (shared histogram, budget,
@@ -112,6 +113,21 @@ fn one_task(c: &mut Criterion) {
     });
     g.bench_function("damper_hedge", |b| {
         let layer = damper_layer();
+        b.iter_custom(|n| {
+            let mut svc = layer.layer(Echo);
+            rt.block_on(async {
+                let t = Instant::now();
+                run(&mut svc, n).await;
+                t.elapsed()
+            })
+        })
+    });
+    g.bench_function("damper_hedge_cold", |b| {
+        // Not warmed up (and recording nothing): requests are counted but never armed.
+        let layer = HedgeLayer::builder()
+            .record_latencies(false)
+            .build()
+            .expect("valid config");
         b.iter_custom(|n| {
             let mut svc = layer.layer(Echo);
             rt.block_on(async {

@@ -38,7 +38,7 @@ where
 
 /// Every request may be hedged (it is cloned when a hedge could be sent).
 ///
-/// The default, and right for read-only clients. For HTTP, prefer [`Idempotent`] (feature
+/// The default, and right for read-only clients. For HTTP, prefer `Idempotent` (feature
 /// `http`), which refuses `POST` and `PATCH` without an `Idempotency-Key`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Always(());

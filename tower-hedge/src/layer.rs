@@ -257,7 +257,7 @@ impl<E, C> HedgeBuilder<E, C> {
     }
 
     /// Which requests may be hedged, and how they are copied: an [`Eligible`](crate::Eligible), such as a
-    /// predicate `Fn(&Req) -> bool` or [`Idempotent`](crate::Idempotent) (feature `http`).
+    /// predicate `Fn(&Req) -> bool` or `Idempotent` (feature `http`).
     /// Default [`Always`].
     pub fn eligible_with<E2>(self, eligible: E2) -> HedgeBuilder<E2, C> {
         HedgeBuilder {

@@ -40,7 +40,7 @@
 //!   samples (default 100). A [fixed delay](HedgeBuilder::fixed_delay) is an option.
 //! - **Up to `max_hedges`** extra attempts (default 1), one delay apart.
 //! - **Eligibility**: only requests an [`Eligible`] accepts are hedged — a predicate, or
-//!   [`Idempotent`] for HTTP (feature `http`). A request is cloned only when it is eligible
+//!   `Idempotent` for HTTP (feature `http`). A request is cloned only when it is eligible
 //!   *and* a hedge could be sent for it (hedging warmed up, deadline long enough), because the
 //!   original moves into the first attempt.
 //! - **Deadline**: no hedge when the request's remaining
@@ -86,6 +86,9 @@
 //! the budget are atomics, the quantiles are cached atomics, and a request that waits holds one
 //! timer inside its future, created only if the first attempt is still pending when polled.
 //! Hedges beyond the first (`max_hedges` > 1) are boxed when sent.
+//!
+//! A request that has to wait for its hedge uses a tokio timer, so the runtime must have time
+//! enabled (as for tower's `Hedge` and `Timeout`).
 //!
 //! # Metrics
 //! [`HEDGE_SENT_TOTAL`](damper_core::metrics::HEDGE_SENT_TOTAL),
