@@ -182,8 +182,34 @@ fn cases(c: &mut Criterion) {
             .layer(tower::timeout::TimeoutLayer::new(Duration::from_secs(1)))
             .service(Echo)
     });
-    // Damper layers go here as they land, e.g.
-    // case(c, "damper_breaker", || tower_breaker::BreakerLayer::new(..).layer(Echo));
+    // Damper layers, as they land (add one line per layer).
+    case(c, "damper_adaptive_timeout", || {
+        tower_adaptive_timeout::AdaptiveTimeoutLayer::builder()
+            .build()
+            .unwrap()
+            .layer(Echo)
+    });
+    case(c, "damper_breaker", || {
+        tower_breaker::BreakerLayer::new(tower_breaker::BreakerConfig::builder().build().unwrap())
+            .layer(Echo)
+    });
+    case(c, "damper_hedge", || {
+        tower_hedge::HedgeLayer::builder()
+            .build()
+            .unwrap()
+            .layer(Echo)
+    });
+    case(c, "damper_shed_vegas", || {
+        let vegas = tower_shed::limit::Vegas::builder()
+            .initial_limit(1000)
+            .max_limit(1000)
+            .build()
+            .unwrap();
+        tower_shed::ShedLayer::builder(vegas)
+            .build()
+            .unwrap()
+            .layer(Echo)
+    });
 }
 
 /// A cloneable wrapper that builds a fresh `tower::hedge::Hedge` per clone (it is not `Clone`).
