@@ -8,11 +8,14 @@
 //! in time), amplification (backend attempts per logical request) and latency quantiles of
 //! the successes.
 //!
-//! This is a demo in real time (about 12 s); numbers vary from run to run and machine to
+//! `--more` adds two runs: naive retries (3 attempts, no budget) and damper without its
+//! adaptive timeout.
+//!
+//! This is a demo in real time (about 12 s, 24 s with `--more`); numbers vary from run to run and machine to
 //! machine. The lab (`damper-lab`) measures the same things deterministically in virtual time.
 //!
 //! ```text
-//! cargo run --release -p damper-examples --example e2e-brownout
+//! cargo run --release -p damper-examples --example e2e-brownout [-- --more]
 //! ```
 
 use axum::Router;
@@ -127,7 +130,7 @@ struct Record {
     ok: bool,
 }
 
-async fn run(label: &str, client: Client) -> Result<Summary, BoxError> {
+async fn run(label: &str, title: &str, client: Client) -> Result<Summary, BoxError> {
     let (url, attempts, server) = backend().await?;
     let start = attempts.start;
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / RATE));
@@ -154,7 +157,7 @@ async fn run(label: &str, client: Client) -> Result<Summary, BoxError> {
     }
     server.abort();
 
-    println!("\n{label}");
+    println!("\n{title}");
     println!(
         "{:>4} {:<9} {:>5} {:>5} {:>6} {:>9} {:>8}",
         "sec", "phase", "sent", "ok", "failed", "attempts", "p99 ms"
@@ -229,39 +232,92 @@ impl Summary {
     }
 }
 
+/// The naive baseline of `--more`: up to 3 attempts on any failure, at once, no budget.
+fn naive_retries(inner: Client) -> Client {
+    BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<String>| {
+        let inner = inner.clone();
+        async move {
+            let mut last = None;
+            for _ in 0..3 {
+                let copy = http::Request::builder()
+                    .method(req.method().clone())
+                    .uri(req.uri().clone())
+                    .body(req.body().clone())?;
+                match inner.clone().oneshot(copy).await {
+                    Ok(res) if res.status() == StatusCode::OK => return Ok(res),
+                    other => last = Some(other),
+                }
+            }
+            last.unwrap_or_else(|| Err("no attempt".into()))
+        }
+    }))
+}
+
+fn damped(
+    stack: damper::ClientStack<
+        damper_core::classify::HttpClassifier,
+        damper::retry_budget::Idempotent,
+        damper::hedge::Idempotent,
+    >,
+    http: &reqwest::Client,
+) -> Result<Client, BoxError> {
+    Ok(BoxCloneSyncService::new(
+        ServiceBuilder::new()
+            .layer(stack.name("e2e-brownout").deadline(DEADLINE).build()?)
+            .service(damper_examples::reqwest_service(http.clone())),
+    ))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // `--more` adds two runs: naive retries, and damper without its adaptive timeout.
+    let more = std::env::args().any(|a| a == "--more");
     println!(
         "{RATE} requests/s for {SECONDS} s, deadline {} ms, over loopback; phases by second: {}",
         DEADLINE.as_millis(),
         PHASES.join(", ")
     );
     let http = reqwest::Client::new();
-
     let plain = BoxCloneSyncService::new(damper_examples::reqwest_service(http.clone()));
-    let without = run("without the stack (plain reqwest)", plain).await?;
 
-    let stack = damper::ClientStack::http()
-        .name("e2e-brownout")
-        .deadline(DEADLINE)
-        .build()?;
-    let damped = BoxCloneSyncService::new(
-        ServiceBuilder::new()
-            .layer(stack)
-            .service(damper_examples::reqwest_service(http)),
+    let mut summaries =
+        vec![run("none", "without the stack (plain reqwest)", plain.clone()).await?];
+    if more {
+        summaries.push(
+            run(
+                "naive retry x3",
+                "naive retries (3 attempts, no budget)",
+                naive_retries(plain),
+            )
+            .await?,
+        );
+    }
+    summaries.push(
+        run(
+            "damper",
+            "with damper's client stack (ClientStack::http())",
+            damped(damper::ClientStack::http(), &http)?,
+        )
+        .await?,
     );
-    let with = run("with damper's client stack", damped).await?;
+    if more {
+        summaries.push(
+            run(
+                "damper, no a.t.",
+                "damper without the adaptive timeout",
+                damped(damper::ClientStack::http().timeout(false), &http)?,
+            )
+            .await?,
+        );
+    }
 
     println!("\nsummary");
     println!(
         "{:<16} {:>10} {:>13} {:>8} {:>8}",
         "stack", "goodput", "amplification", "p50 ms", "p99 ms"
     );
-    let mut without = without;
-    without.label = "none".to_owned();
-    without.print();
-    let mut with = with;
-    with.label = "damper".to_owned();
-    with.print();
+    for s in &summaries {
+        s.print();
+    }
     Ok(())
 }
