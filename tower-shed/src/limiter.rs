@@ -519,7 +519,7 @@ impl Limiter {
                 self.metrics
                     .queue_time
                     .record(now.saturating_duration_since(entry.enqueued).as_secs_f64());
-                let permit = Permit::new(self.clone(), entry.partition, ticket);
+                let permit = Permit::new(Local::new(self.clone()), entry.partition, ticket);
                 if let Err(Grant::Admitted(p)) = entry.tx.send(Grant::Admitted(permit)) {
                     orphan = Some(p);
                 }
@@ -531,10 +531,26 @@ impl Limiter {
     }
 }
 
+/// One service clone's reference to the shared limiter.
+///
+/// Permits hold an `Arc<Local>` rather than the `Arc<Limiter>` itself: each service clone
+/// (usually one per connection, or per thread) then counts its own permits, and requests on
+/// different threads do not all bump one shared reference count.
+#[derive(Debug)]
+pub(crate) struct Local {
+    pub(crate) limiter: Arc<Limiter>,
+}
+
+impl Local {
+    pub(crate) fn new(limiter: Arc<Limiter>) -> Arc<Self> {
+        Arc::new(Self { limiter })
+    }
+}
+
 /// An admitted request's hold on the limiter: returned on drop, so success, error and
 /// cancellation all release it. A measured request also reports its sample when dropped.
 pub(crate) struct Permit {
-    limiter: Arc<Limiter>,
+    local: Arc<Local>,
     partition: usize,
     in_flight: usize,
     start: Option<Instant>,
@@ -552,9 +568,9 @@ impl std::fmt::Debug for Permit {
 
 impl Permit {
     #[inline]
-    pub(crate) fn new(limiter: Arc<Limiter>, partition: usize, ticket: Ticket) -> Self {
+    pub(crate) fn new(local: Arc<Local>, partition: usize, ticket: Ticket) -> Self {
         Self {
-            limiter,
+            local,
             partition,
             in_flight: ticket.in_flight,
             start: ticket.sampled.then(Instant::now),
@@ -581,12 +597,13 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        let limiter = &self.local.limiter;
         if let Some(dropped) = self.outcome {
-            self.limiter.sample(self.start, self.in_flight, dropped);
+            limiter.sample(self.start, self.in_flight, dropped);
         }
-        self.limiter.release(self.partition);
-        if self.limiter.queue_busy() {
-            self.limiter.drain();
+        limiter.release(self.partition);
+        if limiter.queue_busy() {
+            limiter.drain();
         }
     }
 }

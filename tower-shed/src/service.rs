@@ -1,7 +1,7 @@
 use crate::ShedHandle;
 use crate::future::ResponseFuture;
 use crate::layer::Partitioner;
-use crate::limiter::{Limiter, Permit};
+use crate::limiter::{Limiter, Local, Permit};
 use damper_core::BoxError;
 use damper_core::deadline::HasDeadline;
 use damper_core::error::DeadlineExceeded;
@@ -21,17 +21,31 @@ use tower_service::Service;
 ///
 /// Every service built from one layer shares its limit. The inner service must be `Clone`: a
 /// queued request keeps the ready inner service it will be called with.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Shed<S, P = ()> {
     inner: S,
     limiter: Arc<Limiter>,
+    local: Arc<Local>,
     partitioner: P,
+}
+
+impl<S: Clone, P: Clone> Clone for Shed<S, P> {
+    fn clone(&self) -> Self {
+        // A clone gets its own `Local`, so permits of different clones do not share a
+        // reference count (see `Local`).
+        Self::new(
+            self.inner.clone(),
+            self.limiter.clone(),
+            self.partitioner.clone(),
+        )
+    }
 }
 
 impl<S, P> Shed<S, P> {
     pub(crate) fn new(inner: S, limiter: Arc<Limiter>, partitioner: P) -> Self {
         Self {
             inner,
+            local: Local::new(limiter.clone()),
             limiter,
             partitioner,
         }
@@ -84,7 +98,7 @@ where
         };
         if !limiter.queue_busy() {
             if let Some(ticket) = limiter.try_acquire(p) {
-                let permit = Permit::new(limiter.clone(), p, ticket);
+                let permit = Permit::new(self.local.clone(), p, ticket);
                 return ResponseFuture::running(self.inner.call(req), permit);
             }
         }

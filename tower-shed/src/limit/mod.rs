@@ -76,7 +76,7 @@ impl Sample {
         self
     }
 
-    pub(crate) fn weight(&self) -> f64 {
+    pub(crate) fn weight_f64(&self) -> f64 {
         f64::from(self.weight.max(1))
     }
 }
@@ -230,7 +230,7 @@ impl Shaper {
             // About `L` requests complete per RTT: each takes 1/L of the step (a sample standing
             // for `w` requests takes w/L), so the limit grows by one step per RTT whatever the
             // request or sampling rate.
-            let share = (sample.weight() / self.value.max(1.0)).min(1.0);
+            let share = (sample.weight_f64() / self.value.max(1.0)).min(1.0);
             next = self.value + (next - self.value) * share;
         }
         let next = next.clamp(self.min, self.max);
