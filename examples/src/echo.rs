@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `unavailable` | always `UNAVAILABLE` |
 //! | `flaky…` | `UNAVAILABLE` the first time a message is seen, then OK |
+//! | `pushback:MS:…` | `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms: MS` the first time, then OK |
 //! | anything else | OK after `work_ms` |
 //!
 //! Every answer reports the deadline the handler saw (from the caller's `grpc-timeout`, as the
@@ -14,6 +15,7 @@
 use crate::proto::echo_server::Echo;
 use crate::proto::{SayReply, SayRequest};
 use damper_core::HasDeadline;
+use damper_core::pushback::GRPC_RETRY_PUSHBACK_MS;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -64,8 +66,19 @@ impl Echo for EchoService {
         if req.message == "unavailable" {
             return Err(tonic::Status::unavailable("backend unavailable"));
         }
-        if req.message.starts_with("flaky") && self.seen.lock().await.insert(req.message.clone()) {
+        let first = || async { self.seen.lock().await.insert(req.message.clone()) };
+        if req.message.starts_with("flaky") && first().await {
             return Err(tonic::Status::unavailable("first attempt fails"));
+        }
+        if let Some(rest) = req.message.strip_prefix("pushback:") {
+            if first().await {
+                let ms = rest.split(':').next().unwrap_or_default();
+                let mut status = tonic::Status::resource_exhausted("busy, come back later");
+                if let Ok(v) = ms.parse() {
+                    status.metadata_mut().insert(GRPC_RETRY_PUSHBACK_MS, v);
+                }
+                return Err(status);
+            }
         }
         tokio::time::sleep(Duration::from_millis(u64::from(req.work_ms))).await;
         self.stats.completed.fetch_add(1, Ordering::Relaxed);

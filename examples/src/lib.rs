@@ -9,6 +9,46 @@
 //!
 //! Run the examples with `cargo run -p damper-examples --example NAME` (`axum-server`,
 //! `reqwest-client`, `tonic`, `e2e-brownout`).
+//!
+//! An axum server behind [`ServerStack::http`](damper::ServerStack::http) and reqwest behind
+//! [`ClientStack::http`](damper::ClientStack::http), over loopback:
+//!
+//! ```
+//! use axum::error_handling::HandleErrorLayer;
+//! use std::time::Duration;
+//! use tower::{ServiceBuilder, ServiceExt};
+//!
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), damper::BoxError> {
+//! // Errors the stack does not answer itself (it answers 503 and 504) become a 500.
+//! let unexpected = HandleErrorLayer::new(|e: damper::BoxError| async move {
+//!     (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+//! });
+//! let app = axum::Router::new()
+//!     .route("/", axum::routing::get(|| async { "hello" }))
+//!     .layer(
+//!         ServiceBuilder::new()
+//!             .layer(unexpected)
+//!             .layer(damper::ServerStack::http().name("doc-server").build()?),
+//!     );
+//! let (listener, addr) = damper_examples::net::listen().await?;
+//! let server = damper_examples::net::spawn_axum(listener, app);
+//!
+//! let client = ServiceBuilder::new()
+//!     .layer(
+//!         damper::ClientStack::http()
+//!             .name("doc-client")
+//!             .deadline(Duration::from_secs(2))
+//!             .build()?,
+//!     )
+//!     .service(damper_examples::reqwest_service(reqwest::Client::new()));
+//! let req = http::Request::get(format!("http://{addr}/")).body(String::new())?;
+//! let res = client.oneshot(req).await?;
+//! assert_eq!(res.status(), http::StatusCode::OK);
+//! # server.abort();
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod echo;
 pub mod grpc;

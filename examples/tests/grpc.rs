@@ -127,3 +127,39 @@ async fn the_server_enforces_the_callers_deadline() -> Result<(), BoxError> {
     server.task.abort();
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resource_exhausted_pushback_is_honoured() -> Result<(), BoxError> {
+    let server = server().await?;
+    let channel = echo::channel(server.addr).await?;
+    let calls = || server.stats.calls.load(Ordering::SeqCst);
+    let mut client = echo::damped_client(channel, &stack(Duration::from_secs(3), 10.0)?);
+
+    // The server asks for 400 ms: the retry comes no sooner, and succeeds.
+    let start = Instant::now();
+    client.say(say("pushback:400:a", 0)).await?;
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(2000),
+        "{took:?}"
+    );
+    assert_eq!(calls(), 2);
+
+    // A negative pushback means "do not retry".
+    let status = client.say(say("pushback:-1:b", 0)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert_eq!(calls(), 3, "no retry");
+
+    // A pushback longer than what is left of the deadline is not waited out.
+    let start = Instant::now();
+    let status = client.say(say("pushback:10000:c", 0)).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted);
+    assert!(
+        start.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(calls(), 4, "no retry");
+    server.task.abort();
+    Ok(())
+}
