@@ -85,6 +85,8 @@
 //! No lock and no allocation on the request path beyond the request's copy: the counters and
 //! the budget are atomics, the quantiles are cached atomics, and a request that waits holds one
 //! timer inside its future, created only if the first attempt is still pending when polled.
+//! An armed request also holds a clone of the inner service (`S: Clone`), polled for readiness
+//! only when its hedge is due.
 //! Hedges beyond the first (`max_hedges` > 1) are boxed when sent.
 //!
 //! A request that has to wait for its hedge uses a tokio timer, so the runtime must have time

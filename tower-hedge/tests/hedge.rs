@@ -205,6 +205,15 @@ async fn first_success_wins_and_the_loser_is_dropped_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn dropping_the_response_future_drops_every_attempt() {
+    let (mut svc, mut handle, stats, abandoned) = setup(warm()).await;
+    let (fut, _primary, _hedge) = hedged!(svc, handle);
+    drop(fut);
+    assert_eq!(abandoned.load(Ordering::SeqCst), 2);
+    assert_eq!(stats.stats().hedges_won, 0);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_primary_can_still_win() {
     let (mut svc, mut handle, stats, abandoned) = setup(warm()).await;
     let (mut fut, primary, _hedge) = hedged!(svc, handle);
