@@ -1,0 +1,735 @@
+//! The retry budget: a token bucket funded by good responses, plus a per-second floor.
+//!
+//! # Why budgets and not max retries?
+//! "Retry up to 3 times" multiplies load by up to 3 at the worst possible moment: when the
+//! dependency is failing, every request fails and every request retries. Stack three such layers
+//! and one user request becomes 27 backend attempts. A budget makes extra load a bounded share of
+//! *good* traffic instead: while the dependency works, there is plenty of budget for the odd
+//! failure; when it stops working, deposits stop and retries stop with them.
+//!
+//! # How it works
+//! [`RetryBudget`] implements damper-core's [`Budget`]:
+//! - every good response [`deposit`](Budget::deposit)s `ratio` tokens (default 0.1) into a
+//!   [`TokenBucket`] capped at `max_tokens` (default 10);
+//! - every extra attempt (a retry, or a hedge sharing the budget) must
+//!   [`try_withdraw`](Budget::try_withdraw) one token first. The bucket is tried **first**; only
+//!   when it cannot pay is the floor asked;
+//! - the floor lets `min_per_sec` extra attempts through every second (default 10/s), whatever
+//!   the traffic, so a client that sends one request a minute can still retry. It is a GCRA
+//!   (governor's [`RateLimiter`]) running on the `now` the callers pass in, so tokio's paused
+//!   clock drives it in tests and simulations;
+//! - optionally, banked tokens decay ([`RetryBudgetBuilder::ttl`]) so that old successes stop
+//!   funding retries.
+//!
+//! Bucket first, floor second: the healthy path (bucket has tokens) costs one compare-and-swap
+//! and never touches the floor, and the floor stays whole for the moment the bucket runs dry —
+//! it is a floor, not a subsidy spent while the bucket could pay.
+//!
+//! # The bound
+//! Over any interleaving of deposits, withdrawals and time, the number of successful withdrawals
+//! from time `t0` (when the budget was built) to `t` is at most
+//!
+//! ```text
+//! initial + ratio × deposits + floor_burst + min_per_sec × (t − t0)
+//! ```
+//!
+//! (the bucket pays at most what was credited; the GCRA admits at most its burst plus one per
+//! interval). Decay only ever removes tokens, so it never loosens the bound. A property test
+//! checks it over arbitrary sequences of deposits, withdrawals and clock advances.
+//!
+//! # Choosing `max_tokens` (default 10)
+//! The cap is what a long healthy period can save up for the first moments of an outage: with
+//! every request failing, deposits stop, and the bucket pays out its whole balance at once. A cap
+//! of 10 is one second's worth of the default floor, so the onset of an outage costs at most
+//! as much extra load as one extra second of floor — a small, fixed burst whatever the client's
+//! rate. Larger caps (AWS SDKs bank 500) let a busy, healthy client fund hundreds of retries in
+//! the first second of an outage, exactly the synchronized surge that tips a struggling
+//! dependency into metastable failure. Smaller caps (below 2 or 3) make ordinary bursts of
+//! independent failures exhaust the budget even at a 1% failure rate. In steady state the cap
+//! does not limit anything: with failure rate `f ≤ ratio` the bucket is refilled faster than it
+//! is drained.
+//!
+//! ```
+//! use damper_core::Budget;
+//! use tokio::time::Instant;
+//! use tower_retry_budget::RetryBudget;
+//!
+//! let budget = RetryBudget::builder()
+//!     .ratio(0.1)
+//!     .max_tokens(10.0)
+//!     .min_per_sec(0.0) // no floor, for the arithmetic below
+//!     .build()
+//!     .expect("valid budget");
+//! let now = Instant::now();
+//! assert!(!budget.try_withdraw(now));
+//! for _ in 0..10 {
+//!     budget.deposit(now);
+//! }
+//! assert!(budget.try_withdraw(now)); // ten successes paid for one retry
+//! assert!(!budget.try_withdraw(now));
+//! ```
+//!
+//! [`TokenBucket`]: damper_core::budget::TokenBucket
+//! [`RateLimiter`]: governor::RateLimiter
+
+use crate::error::ConfigError;
+use crate::sync::{AtomicBool, AtomicU64, Ordering};
+use damper_core::Budget;
+use damper_core::budget::TokenBucket;
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+use std::fmt;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The default share of good traffic that may be spent on extra attempts.
+pub const DEFAULT_RATIO: f64 = 0.1;
+/// The default cap on banked tokens; see the [module docs](self) for why.
+pub const DEFAULT_MAX_TOKENS: f64 = 10.0;
+/// The default floor of extra attempts per second.
+pub const DEFAULT_MIN_PER_SEC: f64 = 10.0;
+
+fn nanos_since(base: Instant, now: Instant) -> u64 {
+    u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A governor clock that reads time from the tokio `Instant`s the budget's callers pass in.
+///
+/// Each call *observes* its `now` (a `fetch_max`, so the clock never runs backwards even when
+/// callers race), and the GCRA reads the latest observation. Time is therefore exactly the
+/// caller's: tokio's paused clock, `tokio::time::advance`, or an instant made up in a test.
+#[derive(Debug)]
+pub(crate) struct TokioClock {
+    base: Instant,
+    latest: std::sync::atomic::AtomicU64,
+}
+
+impl TokioClock {
+    fn new(base: Instant) -> Self {
+        Self {
+            base,
+            latest: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn observe(&self, now: Instant) {
+        let ns = nanos_since(self.base, now);
+        // A load first: when time has not moved, concurrent callers only read the line.
+        if ns > self.latest.load(std::sync::atomic::Ordering::Relaxed) {
+            self.latest
+                .fetch_max(ns, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl Clock for TokioClock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.latest.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+type Floor = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
+
+/// Exponential decay of banked tokens, applied at most once per tick by whichever caller wins
+/// the tick's compare-and-swap.
+#[derive(Debug)]
+struct Decay {
+    ttl_secs: f64,
+    tick_ns: u64,
+    last: AtomicU64,
+}
+
+/// The configuration a [`RetryBudget`] was built with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    /// Tokens credited per good response.
+    pub ratio: f64,
+    /// The cap on banked tokens.
+    pub max_tokens: f64,
+    /// Tokens in the bucket when built.
+    pub initial: f64,
+    /// Floor of extra attempts per second (0 disables the floor).
+    pub min_per_sec: f64,
+    /// How many floor attempts may be taken at once.
+    pub floor_burst: u32,
+    /// Decay time constant of banked tokens, if any.
+    pub ttl: Option<Duration>,
+}
+
+impl Default for BudgetConfig {
+    fn default() -> Self {
+        Self {
+            ratio: DEFAULT_RATIO,
+            max_tokens: DEFAULT_MAX_TOKENS,
+            initial: 0.0,
+            min_per_sec: DEFAULT_MIN_PER_SEC,
+            floor_burst: 1,
+            ttl: None,
+        }
+    }
+}
+
+/// A lock-free retry budget shared by retries and hedges; see the [module docs](self).
+///
+/// Built with [`RetryBudget::builder`], always behind an `Arc` so one budget can be handed to
+/// the retry layer and the hedge layer (as `Arc<dyn damper_core::Budget>`) alike.
+///
+/// Metrics: the gauge `damper_retry_budget_balance{name}` follows the bucket's whole-token
+/// balance; it is written only when that whole number changes, not on every call. Tracing: one
+/// `debug` event when the budget runs dry (bucket and floor both refuse) and one when it has a
+/// whole token again.
+pub struct RetryBudget {
+    bucket: TokenBucket,
+    floor: Option<Floor>,
+    decay: Option<Decay>,
+    base: Instant,
+    published: AtomicU64,
+    exhausted: AtomicBool,
+    gauge: metrics::Gauge,
+    name: String,
+    config: BudgetConfig,
+}
+
+impl fmt::Debug for RetryBudget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RetryBudget")
+            .field("name", &self.name)
+            .field("balance", &self.bucket.balance())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`RetryBudget`]; see [`RetryBudget::builder`].
+#[derive(Debug, Clone)]
+pub struct RetryBudgetBuilder {
+    config: BudgetConfig,
+    name: String,
+}
+
+impl Default for RetryBudgetBuilder {
+    fn default() -> Self {
+        Self {
+            config: BudgetConfig::default(),
+            name: "default".to_owned(),
+        }
+    }
+}
+
+impl RetryBudgetBuilder {
+    /// Tokens credited per good response, in `(0, 1]`. Default 0.1: retries may add 10% to
+    /// good traffic.
+    pub fn ratio(mut self, ratio: f64) -> Self {
+        self.config.ratio = ratio;
+        self
+    }
+
+    /// The cap on banked tokens, in `[1, 1e9]`. Default 10; see the module docs for why.
+    pub fn max_tokens(mut self, max_tokens: f64) -> Self {
+        self.config.max_tokens = max_tokens;
+        self
+    }
+
+    /// Tokens in the bucket when built, in `[0, max_tokens]`. Default 0.
+    pub fn initial(mut self, initial: f64) -> Self {
+        self.config.initial = initial;
+        self
+    }
+
+    /// Extra attempts per second allowed whatever the traffic, in `[0, 1e6]`; 0 disables the
+    /// floor. Default 10.
+    pub fn min_per_sec(mut self, min_per_sec: f64) -> Self {
+        self.config.min_per_sec = min_per_sec;
+        self
+    }
+
+    /// How many floor attempts may be taken at once, at least 1. Default 1: the floor is spread
+    /// evenly over the second rather than spent in a burst.
+    pub fn floor_burst(mut self, burst: u32) -> Self {
+        self.config.floor_burst = burst;
+        self
+    }
+
+    /// Makes banked tokens decay exponentially with time constant `ttl` (between 1 ms and one
+    /// day), so old successes stop funding retries: a token is worth `e^(−age/ttl)`, under 5%
+    /// after `3 × ttl`. The decay is applied lazily, by the first call after each tick of
+    /// `ttl / 16`. With deposits arriving steadily the balance settles where Finagle's
+    /// sliding TTL window of the same length would put it. Default: no decay.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = Some(ttl);
+        self
+    }
+
+    /// The `name` label of the budget's metrics and tracing events. Default `"default"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// Validates the configuration and builds the budget, starting its clock at tokio's
+    /// `Instant::now()`.
+    pub fn build(self) -> Result<Arc<RetryBudget>, ConfigError> {
+        self.build_at(Instant::now())
+    }
+
+    /// Like [`build`](Self::build), with the budget's clock starting at `now`.
+    pub fn build_at(self, now: Instant) -> Result<Arc<RetryBudget>, ConfigError> {
+        RetryBudget::from_config(self.config, self.name, now).map(Arc::new)
+    }
+}
+
+impl RetryBudget {
+    /// Starts from the defaults: ratio 0.1, 10 tokens at most, none at first, a floor of 10 extra
+    /// attempts per second (burst 1), no decay.
+    pub fn builder() -> RetryBudgetBuilder {
+        RetryBudgetBuilder::default()
+    }
+
+    /// Builds a budget from `config`, its clock starting at `now`.
+    pub fn from_config(
+        config: BudgetConfig,
+        name: String,
+        now: Instant,
+    ) -> Result<Self, ConfigError> {
+        let bucket = TokenBucket::new(config.ratio, config.max_tokens, config.initial)
+            .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
+        let m = config.min_per_sec;
+        if !(m.is_finite() && (0.0..=1e6).contains(&m)) {
+            return Err(ConfigError::new("min_per_sec", "must be in [0, 1e6]"));
+        }
+        let burst = NonZeroU32::new(config.floor_burst)
+            .ok_or(ConfigError::new("floor_burst", "must be at least 1"))?;
+        let floor = if m > 0.0 {
+            let quota = Quota::with_period(Duration::from_secs_f64(1.0 / m))
+                .ok_or(ConfigError::new("min_per_sec", "must be in [0, 1e6]"))?
+                .allow_burst(burst);
+            Some(RateLimiter::direct_with_clock(quota, TokioClock::new(now)))
+        } else {
+            None
+        };
+        let decay = match config.ttl {
+            None => None,
+            Some(ttl) if ttl < Duration::from_millis(1) || ttl > Duration::from_secs(86_400) => {
+                return Err(ConfigError::new("ttl", "must be between 1 ms and one day"));
+            }
+            Some(ttl) => Some(Decay {
+                ttl_secs: ttl.as_secs_f64(),
+                // Sixteen steps per time constant: fine-grained enough to track it, rare enough
+                // that the decay's compare-and-swap stays off the hot path.
+                tick_ns: u64::try_from((ttl / 16).as_nanos()).unwrap_or(u64::MAX),
+                last: AtomicU64::new(0),
+            }),
+        };
+        let gauge = metrics::gauge!(
+            damper_core::metrics::RETRY_BUDGET_BALANCE,
+            damper_core::metrics::LABEL_NAME => name.clone()
+        );
+        let whole = config.initial.floor();
+        gauge.set(whole);
+        Ok(Self {
+            bucket,
+            floor,
+            decay,
+            base: now,
+            published: AtomicU64::new(whole as u64),
+            exhausted: AtomicBool::new(false),
+            gauge,
+            name,
+            config,
+        })
+    }
+
+    /// The configuration the budget was built with.
+    pub fn config(&self) -> &BudgetConfig {
+        &self.config
+    }
+
+    /// The budget's `name` label.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The floor's replenish interval (`1 / min_per_sec`, rounded to nanoseconds), if it has a
+    /// floor.
+    pub fn floor_interval(&self) -> Option<Duration> {
+        self.config
+            .min_per_sec
+            .gt(&0.0)
+            .then(|| Duration::from_secs_f64(1.0 / self.config.min_per_sec))
+    }
+
+    /// Applies decay up to `now`, if due; at most one caller per tick does the work.
+    fn decay(&self, now: Instant) {
+        let Some(d) = &self.decay else { return };
+        let now_ns = nanos_since(self.base, now);
+        let last = d.last.load(Ordering::Relaxed);
+        if now_ns < last.saturating_add(d.tick_ns) {
+            return;
+        }
+        if d.last
+            .compare_exchange(last, now_ns, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another caller is applying this tick
+        }
+        let dt = (now_ns - last) as f64 / 1e9;
+        let lose = 1.0 - (-dt / d.ttl_secs).exp();
+        self.bucket.drain(self.bucket.balance() * lose);
+        self.publish();
+    }
+
+    /// Publishes the whole-token balance to the gauge when it changed, and logs refills.
+    fn publish(&self) {
+        let balance = self.bucket.balance();
+        let whole = balance as u64;
+        if self.published.load(Ordering::Relaxed) != whole {
+            self.published.store(whole, Ordering::Relaxed);
+            self.gauge.set(whole as f64);
+        }
+        if whole >= 1
+            && self.exhausted.load(Ordering::Relaxed)
+            && self.exhausted.swap(false, Ordering::Relaxed)
+        {
+            tracing::debug!(name = %self.name, balance, "retry budget refilled");
+        }
+    }
+
+    fn take_floor(&self, now: Instant) -> bool {
+        match &self.floor {
+            None => false,
+            Some(floor) => {
+                floor.clock().observe(now);
+                floor.check().is_ok()
+            }
+        }
+    }
+}
+
+impl Budget for RetryBudget {
+    fn deposit(&self, now: Instant) {
+        self.decay(now);
+        self.bucket.deposit();
+        self.publish();
+    }
+
+    fn try_withdraw(&self, now: Instant) -> bool {
+        self.decay(now);
+        if self.bucket.try_withdraw() {
+            self.publish();
+            return true;
+        }
+        if self.take_floor(now) {
+            return true;
+        }
+        if !self.exhausted.load(Ordering::Relaxed) && !self.exhausted.swap(true, Ordering::Relaxed)
+        {
+            tracing::debug!(name = %self.name, "retry budget exhausted");
+        }
+        false
+    }
+
+    /// The bucket's balance at `now` (after any due decay). The floor is not included: it is
+    /// a rate, not a balance.
+    fn balance(&self, now: Instant) -> f64 {
+        self.decay(now);
+        self.bucket.balance()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn t(base: Instant, ms: u64) -> Instant {
+        base + Duration::from_millis(ms)
+    }
+
+    #[test]
+    fn invalid_configs_name_the_field() {
+        let cases: Vec<(RetryBudgetBuilder, &str)> = vec![
+            (RetryBudget::builder().ratio(0.0), "ratio"),
+            (RetryBudget::builder().ratio(1.01), "ratio"),
+            (RetryBudget::builder().ratio(f64::NAN), "ratio"),
+            (RetryBudget::builder().max_tokens(0.5), "max_tokens"),
+            (
+                RetryBudget::builder().max_tokens(f64::INFINITY),
+                "max_tokens",
+            ),
+            (RetryBudget::builder().initial(11.0), "initial"),
+            (RetryBudget::builder().min_per_sec(-1.0), "min_per_sec"),
+            (RetryBudget::builder().min_per_sec(f64::NAN), "min_per_sec"),
+            (RetryBudget::builder().min_per_sec(2e6), "min_per_sec"),
+            (RetryBudget::builder().floor_burst(0), "floor_burst"),
+            (RetryBudget::builder().ttl(Duration::ZERO), "ttl"),
+            (
+                RetryBudget::builder().ttl(Duration::from_secs(100_000)),
+                "ttl",
+            ),
+        ];
+        for (builder, field) in cases {
+            assert_eq!(builder.build().unwrap_err().field(), field);
+        }
+        assert!(RetryBudget::builder().min_per_sec(0.0).build().is_ok());
+        assert!(RetryBudget::builder().min_per_sec(0.5).build().is_ok());
+    }
+
+    #[test]
+    fn defaults_are_documented_ones() {
+        let b = RetryBudget::builder().build().unwrap();
+        let c = b.config();
+        assert_eq!(c.ratio, 0.1);
+        assert_eq!(c.max_tokens, 10.0);
+        assert_eq!(c.initial, 0.0);
+        assert_eq!(c.min_per_sec, 10.0);
+        assert_eq!(c.floor_burst, 1);
+        assert_eq!(c.ttl, None);
+    }
+
+    #[test]
+    fn ten_successes_pay_for_one_retry() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .min_per_sec(0.0)
+            .build_at(base)
+            .unwrap();
+        for _ in 0..9 {
+            b.deposit(base);
+        }
+        assert!(!b.try_withdraw(base));
+        b.deposit(base);
+        assert!(b.try_withdraw(base));
+        assert!(!b.try_withdraw(base));
+    }
+
+    #[test]
+    fn the_cap_bounds_the_burst_at_outage_onset() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .min_per_sec(0.0)
+            .build_at(base)
+            .unwrap();
+        for _ in 0..100_000 {
+            b.deposit(base);
+        }
+        let burst = (0..1000).filter(|_| b.try_withdraw(base)).count();
+        assert_eq!(burst, 10);
+    }
+
+    #[test]
+    fn the_floor_admits_min_per_sec_when_the_bucket_is_empty() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .min_per_sec(10.0)
+            .build_at(base)
+            .unwrap();
+        // Burst 1 at the start, then one every 100 ms.
+        assert!(b.try_withdraw(base));
+        assert!(!b.try_withdraw(base));
+        assert!(!b.try_withdraw(t(base, 99)));
+        assert!(b.try_withdraw(t(base, 100)));
+        assert!(!b.try_withdraw(t(base, 150)));
+        // Over ten seconds, about 10 per second.
+        let mut n = 0;
+        for ms in (200..10_200).step_by(5) {
+            n += b.try_withdraw(t(base, ms)) as u32;
+        }
+        assert_eq!(n, 100);
+    }
+
+    #[test]
+    fn the_bucket_pays_before_the_floor() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .initial(2.0)
+            .min_per_sec(1.0)
+            .build_at(base)
+            .unwrap();
+        assert!(b.try_withdraw(base));
+        assert!(b.try_withdraw(base));
+        assert_eq!(b.balance(base), 0.0);
+        // The floor is still whole.
+        assert!(b.try_withdraw(base));
+        assert!(!b.try_withdraw(base));
+    }
+
+    #[test]
+    fn decay_forgets_old_successes() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .min_per_sec(0.0)
+            .initial(10.0)
+            .ttl(Duration::from_secs(10))
+            .build_at(base)
+            .unwrap();
+        assert_eq!(b.balance(base), 10.0);
+        let after_one_ttl = b.balance(t(base, 10_000));
+        assert!(
+            (after_one_ttl - 10.0 / std::f64::consts::E).abs() < 1e-3,
+            "{after_one_ttl}"
+        );
+        let after_three = b.balance(t(base, 30_000));
+        assert!(after_three < 0.5, "{after_three}");
+        // Decay in many small steps compounds to the same result as one big step, up to the
+        // decay not yet applied in the current tick (ttl / 16).
+        let c = RetryBudget::builder()
+            .min_per_sec(0.0)
+            .initial(10.0)
+            .ttl(Duration::from_secs(10))
+            .build_at(base)
+            .unwrap();
+        for ms in (0..=10_000).step_by(7) {
+            c.balance(t(base, ms));
+        }
+        let stepped = c.balance(t(base, 10_000));
+        let lag = (1.0f64 / 16.0).exp();
+        assert!(
+            stepped >= after_one_ttl - 1e-3 && stepped <= after_one_ttl * lag + 1e-3,
+            "{stepped}"
+        );
+    }
+
+    #[test]
+    fn concurrent_withdrawals_never_overdraw() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .min_per_sec(0.0)
+            .max_tokens(1000.0)
+            .initial(100.0)
+            .build_at(base)
+            .unwrap();
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let b = b.clone();
+                std::thread::spawn(move || (0..1000).filter(|_| b.try_withdraw(base)).count())
+            })
+            .collect();
+        let total: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
+        assert_eq!(total, 100);
+        assert_eq!(b.balance(base), 0.0);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Deposit,
+        Withdraw,
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => Just(Op::Deposit),
+            4 => Just(Op::Withdraw),
+            1 => (0u64..2_000).prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// extra attempts ≤ initial + ratio × deposits + floor_burst + min_per_sec × elapsed,
+        /// and the bucket pays whenever it holds a whole token.
+        #[test]
+        fn the_bound_holds_over_any_sequence(
+            ratio in 0.01f64..=1.0,
+            max_tokens in 1.0f64..50.0,
+            initial_frac in 0.0f64..=1.0,
+            min_per_sec in prop_oneof![Just(0.0), 0.1f64..100.0],
+            burst in 1u32..5,
+            ttl_ms in prop_oneof![Just(None), (1u64..60_000).prop_map(Some)],
+            ops in proptest::collection::vec(op(), 0..400),
+        ) {
+            let base = Instant::now();
+            let initial = (max_tokens * initial_frac).min(max_tokens);
+            let mut builder = RetryBudget::builder()
+                .ratio(ratio)
+                .max_tokens(max_tokens)
+                .initial(initial)
+                .min_per_sec(min_per_sec)
+                .floor_burst(burst);
+            if let Some(ms) = ttl_ms {
+                builder = builder.ttl(Duration::from_millis(ms));
+            }
+            let b = builder.build_at(base).unwrap();
+            let (mut deposits, mut withdrawals, mut elapsed_ns) = (0u64, 0u64, 0u64);
+            for op in ops {
+                let now = base + Duration::from_nanos(elapsed_ns);
+                match op {
+                    Op::Deposit => {
+                        b.deposit(now);
+                        deposits += 1;
+                    }
+                    Op::Withdraw => {
+                        let had_token = b.balance(now) >= 1.0;
+                        let ok = b.try_withdraw(now);
+                        prop_assert!(!had_token || ok, "a whole token must pay");
+                        withdrawals += ok as u64;
+                    }
+                    Op::Advance(ms) => elapsed_ns += ms * 1_000_000,
+                }
+                prop_assert!(b.balance(now) <= max_tokens + 1e-6);
+                // The bucket's effective ratio (fixed point) and the floor's real interval.
+                let from_bucket = initial + b.bucket.ratio() * deposits as f64;
+                let from_floor = match b.floor_interval() {
+                    None => 0.0,
+                    Some(i) => f64::from(burst) + (elapsed_ns as f64 / i.as_nanos() as f64).floor(),
+                };
+                prop_assert!(
+                    withdrawals as f64 <= from_bucket + from_floor + 1e-6,
+                    "{withdrawals} > {from_bucket} + {from_floor}"
+                );
+            }
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::thread;
+
+    // Two withdrawals race a deposit and a decay tick over one banked token: no more is spent
+    // than was credited, the decay is applied once, and the balance stays consistent.
+    #[test]
+    fn loom_composite_budget_never_overdraws() {
+        loom::model(|| {
+            let base = Instant::now();
+            let b = Arc::new(
+                RetryBudget::builder()
+                    .ratio(0.5)
+                    .max_tokens(2.0)
+                    .initial(1.0)
+                    .min_per_sec(0.0)
+                    .ttl(Duration::from_secs(1))
+                    .build_at(base)
+                    .unwrap(),
+            );
+            let later = base + Duration::from_millis(100);
+            let w = |b: Arc<RetryBudget>| thread::spawn(move || b.try_withdraw(later) as u32);
+            let t1 = w(b.clone());
+            let t2 = w(b.clone());
+            let d = {
+                let b = b.clone();
+                thread::spawn(move || b.deposit(later))
+            };
+            let got = t1.join().unwrap() + t2.join().unwrap();
+            d.join().unwrap();
+            // 1 initial + 0.5 deposited, minus a decay: at most one whole token is spendable.
+            assert!(got <= 1);
+            let bal = b.bucket.balance();
+            assert!(bal >= 0.0 && bal <= 1.5 - f64::from(got) + 1e-9, "{bal}");
+            // The 100 ms tick was applied by exactly one caller.
+            assert_eq!(
+                b.decay.as_ref().unwrap().last.load(Ordering::Relaxed),
+                100_000_000
+            );
+        });
+    }
+}
