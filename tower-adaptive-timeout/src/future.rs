@@ -73,6 +73,7 @@ impl Failure {
 }
 
 impl<F> ResponseFuture<F> {
+    #[inline]
     pub(crate) fn new(inner: F, start: Instant, attempt: Attempt, shared: &Arc<Shared>) -> Self {
         let observer = if attempt.sampled() {
             Observer::Policy(shared.clone())
@@ -121,6 +122,7 @@ where
 {
     type Output = Result<T, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let failure = match this.state.as_mut().project() {
