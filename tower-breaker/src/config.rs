@@ -7,6 +7,11 @@ use std::time::Duration;
 
 /// How the breaker refuses calls while open.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum Mode {
     /// `poll_ready` reflects only the inner service; `call` fails at once with
     /// [`CircuitOpen`](damper_core::error::CircuitOpen) (or runs the fallback). The default.
@@ -326,6 +331,120 @@ impl BreakerConfigBuilder {
     }
 }
 
+/// A plain form of [`BreakerConfig`] for configuration files: every field is optional
+/// (defaults apply), durations are in milliseconds, and [`BreakerSettings::build`] validates
+/// through the same builder.
+///
+/// ```
+/// # #[cfg(feature = "serde")] {
+/// let settings: tower_breaker::config::BreakerSettings =
+///     serde_json::from_str(r#"{ "min_requests": 50, "open_min_ms": 2000, "mode": "gate" }"#)
+///         .unwrap();
+/// let config = settings.build().unwrap();
+/// assert_eq!(config.min_requests(), 50);
+/// # }
+/// ```
+#[cfg(feature = "serde")]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BreakerSettings {
+    /// See [`BreakerConfigBuilder::name`].
+    pub name: Option<String>,
+    /// See [`BreakerConfigBuilder::window`].
+    pub window_ms: Option<u64>,
+    /// See [`BreakerConfigBuilder::min_requests`].
+    pub min_requests: Option<u64>,
+    /// See [`BreakerConfigBuilder::failure_rate`].
+    pub failure_rate: Option<f64>,
+    /// See [`BreakerConfigBuilder::slow_call`]; needs `slow_call_rate` too.
+    pub slow_call_ms: Option<u64>,
+    /// See [`BreakerConfigBuilder::slow_call`]; needs `slow_call_ms` too.
+    pub slow_call_rate: Option<f64>,
+    /// See [`BreakerConfigBuilder::consecutive_failures`].
+    pub consecutive_failures: Option<u64>,
+    /// See [`BreakerConfigBuilder::open_min`].
+    pub open_min_ms: Option<u64>,
+    /// See [`BreakerConfigBuilder::open_max`].
+    pub open_max_ms: Option<u64>,
+    /// See [`BreakerConfigBuilder::open_multiplier`].
+    pub open_multiplier: Option<f64>,
+    /// See [`BreakerConfigBuilder::open_jitter`].
+    pub open_jitter: Option<f64>,
+    /// See [`BreakerConfigBuilder::healthy_period`].
+    pub healthy_period_ms: Option<u64>,
+    /// See [`BreakerConfigBuilder::probes`].
+    pub probes: Option<u32>,
+    /// See [`BreakerConfigBuilder::mode`].
+    pub mode: Option<Mode>,
+    /// See [`BreakerConfigBuilder::seed`].
+    pub seed: Option<u64>,
+    /// See [`BreakerConfigBuilder::stripes`].
+    pub stripes: Option<usize>,
+}
+
+#[cfg(feature = "serde")]
+impl BreakerSettings {
+    /// Validates and builds the configuration.
+    pub fn build(&self) -> Result<BreakerConfig, ConfigError> {
+        let ms = Duration::from_millis;
+        let mut b = BreakerConfig::builder();
+        if let Some(v) = &self.name {
+            b = b.name(v.clone());
+        }
+        if let Some(v) = self.window_ms {
+            b = b.window(ms(v));
+        }
+        if let Some(v) = self.min_requests {
+            b = b.min_requests(v);
+        }
+        if let Some(v) = self.failure_rate {
+            b = b.failure_rate(v);
+        }
+        match (self.slow_call_ms, self.slow_call_rate) {
+            (Some(d), Some(rate)) => b = b.slow_call(ms(d), rate),
+            (None, None) => {}
+            _ => {
+                return Err(ConfigError::new(
+                    "slow_call",
+                    "needs both slow_call_ms and slow_call_rate",
+                ));
+            }
+        }
+        if let Some(v) = self.consecutive_failures {
+            b = b.consecutive_failures(v);
+        }
+        if let Some(v) = self.open_min_ms {
+            b = b.open_min(ms(v));
+        }
+        if let Some(v) = self.open_max_ms {
+            b = b.open_max(ms(v));
+        }
+        if let Some(v) = self.open_multiplier {
+            b = b.open_multiplier(v);
+        }
+        if let Some(v) = self.open_jitter {
+            b = b.open_jitter(v);
+        }
+        if let Some(v) = self.healthy_period_ms {
+            b = b.healthy_period(ms(v));
+        }
+        if let Some(v) = self.probes {
+            b = b.probes(v);
+        }
+        if let Some(v) = self.mode {
+            b = b.mode(v);
+        }
+        if let Some(v) = self.seed {
+            b = b.seed(v);
+        }
+        if let Some(v) = self.stripes {
+            b = b.stripes(v);
+        }
+        b.build()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -370,6 +489,25 @@ mod tests {
             assert_eq!(err.field(), field, "{err}");
             assert!(err.to_string().contains(field));
         }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn settings_deserialize_and_validate() {
+        let s: BreakerSettings = serde_json::from_str(
+            r#"{"name":"inv","window_ms":5000,"slow_call_ms":200,"slow_call_rate":0.8,"probes":2,"mode":"gate"}"#,
+        )
+        .unwrap();
+        let c = s.build().unwrap();
+        assert_eq!(c.name(), "inv");
+        assert_eq!(c.window(), Duration::from_secs(5));
+        assert_eq!(c.probes(), 2);
+        assert_eq!(c.mode(), Mode::Gate);
+        let bad: BreakerSettings = serde_json::from_str(r#"{"slow_call_ms":200}"#).unwrap();
+        assert_eq!(bad.build().unwrap_err().field(), "slow_call");
+        let bad: BreakerSettings = serde_json::from_str(r#"{"probes":0}"#).unwrap();
+        assert_eq!(bad.build().unwrap_err().field(), "probes");
+        assert!(serde_json::from_str::<BreakerSettings>(r#"{"prob":1}"#).is_err());
     }
 
     #[test]

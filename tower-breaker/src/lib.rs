@@ -121,6 +121,8 @@ mod shared;
 mod sync;
 pub mod window;
 
+#[cfg(feature = "serde")]
+pub use crate::config::BreakerSettings;
 pub use crate::config::{BreakerConfig, BreakerConfigBuilder, ConfigError, Mode};
 pub use crate::handle::BreakerHandle;
 pub use crate::keyed::{KeyedBreaker, KeyedBreakerLayer};
