@@ -18,8 +18,10 @@ pub enum Mode {
     #[default]
     FailFast,
     /// `poll_ready` is `Pending` while the breaker refuses calls and wakes when a probe is due,
-    /// so a balancer such as tower's p2c routes around an open endpoint. A half-open breaker
-    /// reserves its probe slot in `poll_ready`.
+    /// so a balancer such as tower's p2c routes around an open endpoint. `poll_ready` reserves
+    /// the permit (a half-open breaker's probe slot) that the next `call` uses; a permit
+    /// reserved before a trip is still honoured, as tower's readiness contract requires, and
+    /// its outcome is not counted. Dropping the service releases an unused reservation.
     Gate,
 }
 

@@ -495,8 +495,8 @@ impl Policy {
         nanos(now.saturating_duration_since(self.origin)) / nanos(self.window.sub_window()).max(1)
     }
 
-    /// Tells the window the time is `now` without recording a call: later calls recorded
-    /// with [`Policy::on_healthy`] are attributed to `now`'s sub-window (or a later one).
+    /// Tells the window the time is `now` without recording a call: admissions counted later
+    /// with [`Policy::count_admitted`] go to `now`'s sub-window (or a later one).
     #[inline]
     pub fn observe(&self, now: Instant) {
         self.window
