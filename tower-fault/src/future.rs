@@ -12,6 +12,7 @@ use tokio::time::{Sleep, sleep};
 pin_project! {
     #[project = StateProj]
     enum State<F, T> {
+        Passthrough { #[pin] fut: F },
         Inner { #[pin] fut: F, delay: Option<Duration> },
         // Boxed so the common (inner) state stays small; only delayed answers pay for it.
         Delay { sleep: Pin<Box<Sleep>>, result: Option<Result<T, BoxError>> },
@@ -35,6 +36,7 @@ pin_project! {
 impl<F, T> std::fmt::Debug for ResponseFuture<F, T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let state = match self.state {
+            State::Passthrough { .. } => "passthrough",
             State::Inner { .. } => "inner",
             State::Delay { .. } => "delay",
             State::Ready { .. } => "ready",
@@ -47,6 +49,15 @@ impl<F, T> std::fmt::Debug for ResponseFuture<F, T> {
 }
 
 impl<F, T> ResponseFuture<F, T> {
+    /// The disabled path: the inner future, untouched.
+    #[inline]
+    pub(crate) fn passthrough(fut: F) -> Self {
+        Self {
+            state: State::Passthrough { fut },
+            guard: None,
+        }
+    }
+
     pub(crate) fn inner(fut: F, delay: Option<Duration>, guard: Option<InFlightGuard>) -> Self {
         Self {
             state: State::Inner { fut, delay },
@@ -87,6 +98,7 @@ where
         let mut this = self.project();
         loop {
             match this.state.as_mut().project() {
+                StateProj::Passthrough { fut } => return fut.poll(cx).map_err(Into::into),
                 StateProj::Inner { fut, delay } => {
                     let result = ready!(fut.poll(cx)).map_err(Into::into);
                     match delay.take() {

@@ -144,11 +144,11 @@ where
         let forced_set = shared.cell.is_set();
         // Disabled: one relaxed load and a branch, no clock read, no allocation.
         if !shared.scheduled && !forced_set {
-            return ResponseFuture::inner(self.inner.call(req), None, None);
+            return ResponseFuture::passthrough(self.inner.call(req));
         }
         let forced = if forced_set { shared.cell.load() } else { None };
         let Some(spec) = shared.policy.spec_at(Instant::now(), forced) else {
-            return ResponseFuture::inner(self.inner.call(req), None, None);
+            return ResponseFuture::passthrough(self.inner.call(req));
         };
         let decision = FaultPolicy::decide(&spec, &shared.rng);
         let guard = match decision.capacity {
