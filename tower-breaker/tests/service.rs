@@ -464,3 +464,30 @@ async fn admissions_are_counted_once_in_both_modes_and_per_request_clones() {
         assert_eq!(breaker.snapshot().counts.total, 15, "{mode:?}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_calls_trip_through_the_service() {
+    let layer = BreakerLayer::new(
+        cfg()
+            .slow_call(Duration::from_millis(100), 0.5)
+            .build()
+            .unwrap(),
+    );
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    for i in 0..3 {
+        assert_ready_ok!(svc.poll_ready());
+        let mut fut = tokio_test::task::spawn(svc.call("slow"));
+        let respond = assert_request_eq!(handle, "slow");
+        assert_pending!(fut.poll());
+        tokio::time::advance(Duration::from_millis(150)).await;
+        respond.send_response("late but fine");
+        assert_eq!(fut.await.unwrap(), "late but fine");
+        let want = if i < 2 { State::Closed } else { State::Open };
+        assert_eq!(breaker.state(), want, "after {} slow calls", i + 1);
+    }
+    assert_eq!(
+        breaker.subscribe().borrow().unwrap().reason,
+        Reason::SlowCallRate
+    );
+}
