@@ -466,6 +466,33 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn capacity_cut_and_latency_multiplier_apply_during_the_fault() {
+        use tower::ServiceExt;
+        // Two workers, fixed 10 ms service; from 0 to 1 s one worker left and service x3.
+        let sc = scenario(
+            "[[faults]]\nstart_s = 0\nend_s = 1\ncapacity = 0.5\nlatency_multiplier = 3.0\n",
+        );
+        let start = Instant::now();
+        let rec = Arc::new(Recorder::new(start, 30));
+        let server = Server::new(&sc, 0, start, 1, rec);
+        let deadline = Deadline::after(start, Duration::from_secs(5));
+        let mut futs = Vec::new();
+        for _ in 0..3 {
+            let req = Req {
+                logical: Arc::new(Logical::new(start, deadline)),
+            };
+            futs.push(tokio::spawn(server.clone().oneshot(req)));
+        }
+        let mut done = Vec::new();
+        for f in futs {
+            f.await.unwrap().unwrap();
+            done.push(start.elapsed().as_millis());
+        }
+        // One worker, 30 ms each, one after another.
+        assert_eq!(done, [30, 60, 90]);
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn bounded_queue_rejects_and_abandoned_work_counts_as_false_timeout() {
         let mut sc = scenario("");
         sc.queue = Some(1);
