@@ -171,8 +171,8 @@ impl<P> ShedBuilder<P> {
         self
     }
 
-    /// CoDel target: the wait allowed while a queue stands (default 5 ms). Needs
-    /// [`queue`](Self::queue).
+    /// CoDel target: the wait allowed while a queue stands (default 5 ms). Turns queue mode on
+    /// (capacity 100) if [`queue`](Self::queue) was not called.
     pub fn codel_target(mut self, target: Duration) -> Self {
         self = self.ensure_queue();
         if let Some(q) = &mut self.queue {
@@ -182,7 +182,8 @@ impl<P> ShedBuilder<P> {
     }
 
     /// CoDel interval (default 100 ms): the longest any request waits, and how long a queue
-    /// may go without emptying before it counts as standing. Needs [`queue`](Self::queue).
+    /// may go without emptying before it counts as standing. Turns queue mode on (capacity 100)
+    /// if [`queue`](Self::queue) was not called.
     pub fn codel_interval(mut self, interval: Duration) -> Self {
         self = self.ensure_queue();
         if let Some(q) = &mut self.queue {
@@ -191,7 +192,8 @@ impl<P> ShedBuilder<P> {
         self
     }
 
-    /// Serve the newest request first while a queue stands (default on).
+    /// Serve the newest request first while a queue stands (default on). Turns queue mode on
+    /// (capacity 100) if [`queue`](Self::queue) was not called.
     pub fn adaptive_lifo(mut self, on: bool) -> Self {
         self = self.ensure_queue();
         if let Some(q) = &mut self.queue {
