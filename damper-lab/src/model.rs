@@ -75,6 +75,9 @@ impl HasDeadline for Req {
     }
 }
 
+/// No wire headers in the simulation: the deadline travels in the request itself.
+impl tower_adaptive_timeout::DeadlineHeaders for Req {}
+
 /// A failure the simulated server answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerError {

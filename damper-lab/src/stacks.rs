@@ -69,17 +69,15 @@ pub fn registry() -> Vec<Box<dyn Stack>> {
     ]
 }
 
-/// `damped`: damper's own layers, in the order of DESIGN.md's client stack, as far as they
-/// exist. Until the `damper` facade's `ClientStack` lands, this composes the layer crates that
-/// have landed, each through its public API:
+/// `damped`: damper's stacks through the `damper` facade.
 ///
-/// - client, outermost first: `tower-hedge` (when the scenario hedges; `max_extra_load` =
-///   1 − the scenario's hedge percentile) → `tower-breaker` → `tower-adaptive-timeout`;
-/// - server side (when the scenario sheds on the server): `tower-shed` with a Vegas limit
-///   starting at the scenario's `server_limit`, per replica.
+/// - client: [`damper::ClientStack`] with its defaults (deadline-aware retry under one budget →
+///   hedge, only when the scenario hedges → breaker → adaptive timeout), seeded per client;
+/// - server side, when the scenario sheds on the server (`tower.server_limit` set):
+///   [`damper::ServerStack`] with its defaults, per replica.
 ///
-/// **No retry layer yet** (`tower-retry-budget` has not landed): `damped` never retries.
-/// The integrator replaces [`DampedStack::client`] with the facade.
+/// The driver supplies each request's deadline (the requests carry it through
+/// [`HasDeadline`](damper_core::HasDeadline)).
 #[derive(Debug, Clone, Copy)]
 pub struct DampedStack;
 
@@ -89,49 +87,24 @@ impl Stack for DampedStack {
     }
 
     fn server(&self, ctx: &StackCtx<'_>, replica: BoxSvc) -> BoxSvc {
-        let Some(limit) = ctx.scenario.tower.server_limit else {
+        if ctx.scenario.tower.server_limit.is_none() {
             return replica;
-        };
-        let vegas = tower_shed::limit::Vegas::builder()
-            .initial_limit(limit as usize)
-            .seed(ctx.seed)
-            .build()
-            .expect("valid Vegas limit");
-        let shed = tower_shed::ShedLayer::builder(vegas)
+        }
+        let stack = damper::ServerStack::new()
             .name(format!("server{}", ctx.index))
             .build()
-            .expect("valid shed layer");
-        BoxCloneService::new(ServiceBuilder::new().layer(shed).service(replica))
+            .expect("default server stack is valid");
+        BoxCloneService::new(ServiceBuilder::new().layer(stack).service(replica))
     }
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
-        let name = format!("client{}", ctx.index);
-        let timeout = tower_adaptive_timeout::AdaptiveTimeoutLayer::builder()
-            .name(name.clone())
+        let stack = damper::ClientStack::new()
+            .name(format!("client{}", ctx.index))
+            .seed(ctx.seed)
+            .hedging(ctx.scenario.tower.hedge.is_some())
             .build()
-            .expect("valid adaptive timeout");
-        let breaker = tower_breaker::BreakerLayer::new(
-            tower_breaker::BreakerConfig::builder()
-                .name(name.clone())
-                .seed(ctx.seed)
-                .build()
-                .expect("valid breaker config"),
-        );
-        let mut svc = BoxCloneService::new(
-            ServiceBuilder::new()
-                .layer(breaker)
-                .layer(timeout)
-                .service(backend),
-        );
-        if let Some(h) = ctx.scenario.tower.hedge {
-            let hedge = tower_hedge::HedgeLayer::builder()
-                .name(name)
-                .max_extra_load(1.0 - h.percentile)
-                .build()
-                .expect("valid hedge layer");
-            svc = BoxCloneService::new(ServiceBuilder::new().layer(hedge).service(svc));
-        }
-        svc
+            .expect("default client stack is valid");
+        BoxCloneService::new(ServiceBuilder::new().layer(stack).service(backend))
     }
 }
 
