@@ -48,9 +48,9 @@
 //!   are dropped before any work starts ([`DeadlineExceeded`](error::DeadlineExceeded)).
 //! - **Partitions**: named classes with guaranteed shares of the limit, chosen per request by a
 //!   closure; best effort is shed first (see [`ShedBuilder::partition`]).
-//! - **Server side**: with feature `http`, [`http::OverloadedAsResponseLayer`] turns rejections
+//! - **Server side**: with feature `http`, `http::OverloadedAsResponseLayer` turns rejections
 //!   into `503 Service Unavailable` with `Retry-After`; with feature `grpc`,
-//!   [`grpc::OverloadedAsStatusLayer`] into `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`.
+//!   `grpc::OverloadedAsStatusLayer` into `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`.
 //!   **Client side** the [`Overloaded`](error::Overloaded) error is a local rejection
 //!   ([`damper_core::error::is_local_rejection`]), which damper's retry layer never retries.
 //! - **Metrics** (`damper_shed_*`, labelled `name`, rejections also by `partition`): limit and
