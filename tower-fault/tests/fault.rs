@@ -246,3 +246,44 @@ mod http_faults {
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn injected_faults_are_counted_by_reason() {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    // Handles are registered when the layer is built, so only the build needs the recorder.
+    let layer = metrics::with_local_recorder(&recorder, || {
+        FaultLayer::builder()
+            .name("checkout")
+            .forced(FaultSpec::outage().latency(Latency::Fixed(ms(1))))
+            .build()
+            .unwrap()
+    });
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(|r: u32| async move { Ok::<_, std::convert::Infallible>(r) });
+    for i in 0..3 {
+        assert!(svc.clone().oneshot(i).await.is_err());
+    }
+    let mut counts = std::collections::BTreeMap::new();
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let key = key.key();
+        assert_eq!(key.name(), damper_core::metrics::FAULT_INJECTED_TOTAL);
+        let labels: Vec<_> = key.labels().map(|l| (l.key(), l.value())).collect();
+        assert!(labels.contains(&("name", "checkout")), "{labels:?}");
+        let reason = labels
+            .iter()
+            .find(|l| l.0 == "reason")
+            .unwrap()
+            .1
+            .to_owned();
+        if let DebugValue::Counter(n) = value {
+            counts.insert(reason, n);
+        }
+    }
+    assert_eq!(counts.get("error"), Some(&3));
+    assert_eq!(counts.get("latency"), Some(&3));
+    assert_eq!(counts.get("hang"), Some(&0));
+    assert_eq!(counts.get("capacity"), Some(&0));
+}
