@@ -89,6 +89,7 @@ mod layer;
 pub mod limit;
 mod limiter;
 mod service;
+mod shards;
 
 #[cfg(feature = "grpc")]
 #[cfg_attr(docsrs, doc(cfg(feature = "grpc")))]

@@ -2,7 +2,8 @@
 //!
 //! # Admission (lock-free)
 //!
-//! One `AtomicU64` holds the number of requests in flight (low 32 bits) and a request sequence
+//! In the default mode (reject, no partitions) admission is sharded per thread: see
+//! [`crate::shards`]. With partitions or a queue, one `AtomicU64` holds the number of requests in flight (low 32 bits) and a request sequence
 //! number (high 32 bits). Admission is a single `fetch_add(1 | 1 << 32)`: if the previous count
 //! was below the limit the request is in; otherwise one `fetch_sub(1)` undoes it and the request
 //! is rejected. Every admitted request saw fewer than `limit` requests admitted before it, so
@@ -21,6 +22,7 @@
 
 use crate::codel::CoDel;
 use crate::limit::{Limit, Sample};
+use crate::shards::Shards;
 use damper_core::deadline::Deadline;
 use damper_core::error::Overloaded;
 use damper_core::metrics as names;
@@ -33,6 +35,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 const COUNT_MASK: u64 = 0xFFFF_FFFF;
+/// Slots a shard leases from the pool at a time.
+const SHARD_BATCH: u32 = 4;
 const SEQ_ONE: u64 = 1 << 32;
 
 /// What admission hands back: how many were in flight and whether to measure this request.
@@ -40,6 +44,8 @@ const SEQ_ONE: u64 = 1 << 32;
 pub(crate) struct Ticket {
     in_flight: usize,
     sampled: bool,
+    /// The shard (sharded mode) or partition the permit returns to.
+    slot: usize,
 }
 
 /// A named class of requests with a guaranteed share of the limit.
@@ -148,6 +154,8 @@ pub(crate) struct Limiter {
     claim_ttl: Duration,
     epoch: Instant,
     pub(crate) queue: Option<Queue>,
+    /// Sharded admission (reject mode without partitions), else the single `word`.
+    shards: Option<Shards>,
     metrics: Metrics,
     pub(crate) name: String,
 }
@@ -232,6 +240,10 @@ impl Limiter {
                     codel: CoDel::new(q.target, q.interval, q.adaptive_lifo, now),
                 }),
             }),
+            shards: (cfg.queue.is_none() && !partitioned).then(|| {
+                let n = std::thread::available_parallelism().map_or(4, |n| n.get());
+                Shards::new(initial, n.min(16), SHARD_BATCH)
+            }),
             metrics,
             name: cfg.name,
         }
@@ -242,7 +254,10 @@ impl Limiter {
     }
 
     pub(crate) fn in_flight(&self) -> usize {
-        (self.word.load(Ordering::Relaxed) & COUNT_MASK) as usize
+        match &self.shards {
+            Some(shards) => shards.in_flight(),
+            None => (self.word.load(Ordering::Relaxed) & COUNT_MASK) as usize,
+        }
     }
 
     pub(crate) fn queued(&self) -> usize {
@@ -292,6 +307,20 @@ impl Limiter {
     /// Tries to admit a request of partition `p`. Lock-free.
     #[inline]
     pub(crate) fn try_acquire(&self, p: usize) -> Option<Ticket> {
+        if let Some(shards) = &self.shards {
+            let (thread, sampled) = crate::shards::this_thread(self.sample_mask as u32);
+            let i = shards.index(thread);
+            if !shards.acquire(i) {
+                return None;
+            }
+            // Counting in-flight requests reads every shard: only measured requests need it.
+            let in_flight = if sampled { shards.in_flight() } else { 0 };
+            return Some(Ticket {
+                in_flight,
+                sampled,
+                slot: i,
+            });
+        }
         let limit = self.limit.load(Ordering::Relaxed);
         let prev = self.word.fetch_add(SEQ_ONE | 1, Ordering::SeqCst);
         let before = (prev & COUNT_MASK) as usize;
@@ -309,6 +338,7 @@ impl Limiter {
         Some(Ticket {
             in_flight: before + 1,
             sampled: (prev >> 32) & self.sample_mask == 0,
+            slot: p,
         })
     }
 
@@ -359,8 +389,13 @@ impl Limiter {
         }
     }
 
-    /// Returns one permit of partition `p`.
+    /// Returns one permit (of shard or partition `p`).
+    #[inline]
     fn release(&self, p: usize) {
+        if let Some(shards) = &self.shards {
+            shards.release(p);
+            return;
+        }
         if self.partitioned {
             self.partitions[p].in_flight.fetch_sub(1, Ordering::SeqCst);
         }
@@ -412,6 +447,9 @@ impl Limiter {
         self.metrics.in_flight.set(self.in_flight() as f64);
         let old = self.limit.swap(new, Ordering::Relaxed);
         if old != new {
+            if let Some(shards) = &self.shards {
+                shards.resize(old, new);
+            }
             self.metrics.limit.set(new as f64);
             tracing::debug!(name = %self.name, old, new, rtt = ?sample.rtt, "concurrency limit changed");
         }
@@ -536,7 +574,7 @@ impl Limiter {
                 self.metrics
                     .queue_time
                     .record(now.saturating_duration_since(entry.enqueued).as_secs_f64());
-                let permit = Permit::new(Local::new(self.clone()), entry.partition, ticket);
+                let permit = Permit::new(Local::new(self.clone()), ticket);
                 if let Err(Grant::Admitted(p)) = entry.tx.send(Grant::Admitted(permit)) {
                     orphan = Some(p);
                 }
@@ -585,10 +623,10 @@ impl std::fmt::Debug for Permit {
 
 impl Permit {
     #[inline]
-    pub(crate) fn new(local: Arc<Local>, partition: usize, ticket: Ticket) -> Self {
+    pub(crate) fn new(local: Arc<Local>, ticket: Ticket) -> Self {
         Self {
             local,
-            partition,
+            partition: ticket.slot,
             in_flight: ticket.in_flight,
             start: ticket.sampled.then(Instant::now),
             outcome: None,

@@ -98,7 +98,7 @@ where
         };
         if !limiter.queue_busy() {
             if let Some(ticket) = limiter.try_acquire(p) {
-                let permit = Permit::new(self.local.clone(), p, ticket);
+                let permit = Permit::new(self.local.clone(), ticket);
                 return ResponseFuture::running(self.inner.call(req), permit);
             }
         }

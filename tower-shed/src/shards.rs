@@ -1,0 +1,283 @@
+//! Sharded admission: an exact global limit without one counter that every core writes.
+//!
+//! The limit is a pool of `L` slots. The pool keeps the slots no shard holds (`global`, which
+//! goes negative when the limit is cut below what the shards hold). Each shard (one per
+//! thread, assigned round-robin) leases slots from the pool in small batches and keeps the ones
+//! it is not using as `free`:
+//!
+//! - admit: take a free slot of this thread's shard (one CAS on a cache line only this thread
+//!   normally writes), or lease a batch from the pool, or, when the pool is empty, reclaim the
+//!   free slots of all shards into the pool and lease again; otherwise reject;
+//! - release: return the slot to the shard; a shard holding more than a batch free, or any
+//!   free slot while the pool is over-leased, gives the excess back.
+//!
+//! Slots are only moved, never created, so the requests in flight (leased minus free, summed
+//! over shards) never exceed `L` (a cut to the limit takes effect as requests finish, as with a
+//! single counter). Idle shards hold at most a batch of free slots, which any shard reclaims as
+//! soon as it needs them: no capacity is lost, idle connections hold nothing.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+
+const FREE: u64 = 0xFFFF_FFFF;
+const LEASED_ONE: u64 = 1 << 32;
+
+fn free(s: u64) -> u64 {
+    s & FREE
+}
+
+fn leased(s: u64) -> u64 {
+    s >> 32
+}
+
+/// Two cache lines per hot atomic, against false sharing and adjacent-line prefetch.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line<T>(T);
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's shard number, and a per-thread request counter for sampling.
+    static THREAD: Cell<(usize, u32)> = Cell::new((NEXT_SHARD.fetch_add(1, Ordering::Relaxed), 0));
+}
+
+/// This thread's shard (modulo the shard count) and whether to measure this request.
+#[inline]
+pub(crate) fn this_thread(sample_mask: u32) -> (usize, bool) {
+    THREAD.with(|t| {
+        let (shard, seq) = t.get();
+        t.set((shard, seq.wrapping_add(1)));
+        (shard, seq & sample_mask == 0)
+    })
+}
+
+#[derive(Debug)]
+pub(crate) struct Shards {
+    global: Line<AtomicI64>,
+    shards: Box<[Line<AtomicU64>]>,
+    batch: u64,
+}
+
+impl Shards {
+    pub(crate) fn new(limit: usize, shards: usize, batch: u32) -> Self {
+        Self {
+            global: Line(AtomicI64::new(limit as i64)),
+            shards: (0..shards.max(1))
+                .map(|_| Line(AtomicU64::new(0)))
+                .collect(),
+            batch: u64::from(batch.max(1)),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn index(&self, thread: usize) -> usize {
+        thread % self.shards.len()
+    }
+
+    /// Takes a slot for shard `i`; `false` if the limit is reached. Returns the number in
+    /// flight before this one when known cheaply (the shard's own count otherwise).
+    #[inline]
+    pub(crate) fn acquire(&self, i: usize) -> bool {
+        let shard = &self.shards[i].0;
+        let mut s = shard.load(Ordering::Acquire);
+        while free(s) > 0 && self.global.0.load(Ordering::Acquire) >= 0 {
+            match shard.compare_exchange_weak(s, s - 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
+        self.acquire_slow(shard)
+    }
+
+    #[cold]
+    fn acquire_slow(&self, shard: &AtomicU64) -> bool {
+        if self.lease(shard) {
+            return true;
+        }
+        // The pool is empty: bring every idle slot back to it, then try once more.
+        if self.reclaim() > 0 {
+            return self.lease(shard);
+        }
+        false
+    }
+
+    /// Leases up to a batch from the pool; uses one slot at once.
+    fn lease(&self, shard: &AtomicU64) -> bool {
+        let global = &self.global.0;
+        let mut g = global.load(Ordering::Acquire);
+        while g > 0 {
+            let take = (g as u64).min(self.batch);
+            match global.compare_exchange_weak(
+                g,
+                g - take as i64,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => {
+                    shard.fetch_add(take * LEASED_ONE + (take - 1), Ordering::AcqRel);
+                    return true;
+                }
+                Err(now) => g = now,
+            }
+        }
+        false
+    }
+
+    /// Moves every shard's free slots back to the pool; returns how many.
+    fn reclaim(&self) -> u64 {
+        let mut total = 0;
+        for shard in self.shards.iter() {
+            total += self.give_back(&shard.0, |free| free);
+        }
+        total
+    }
+
+    /// Takes `amount(free)` free slots out of `shard` and returns them to the pool.
+    fn give_back(&self, shard: &AtomicU64, amount: impl Fn(u64) -> u64) -> u64 {
+        let mut s = shard.load(Ordering::Acquire);
+        loop {
+            let give = amount(free(s)).min(free(s));
+            if give == 0 {
+                return 0;
+            }
+            let next = s - give * LEASED_ONE - give;
+            match shard.compare_exchange_weak(s, next, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => {
+                    self.global.0.fetch_add(give as i64, Ordering::AcqRel);
+                    return give;
+                }
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Returns shard `i`'s slot.
+    #[inline]
+    pub(crate) fn release(&self, i: usize) {
+        let shard = &self.shards[i].0;
+        let s = shard.fetch_add(1, Ordering::AcqRel) + 1;
+        if free(s) > self.batch || self.global.0.load(Ordering::Acquire) < 0 {
+            self.trim(shard);
+        }
+    }
+
+    #[cold]
+    fn trim(&self, shard: &AtomicU64) {
+        if self.global.0.load(Ordering::Acquire) < 0 {
+            self.give_back(shard, |free| free);
+        } else {
+            let batch = self.batch;
+            self.give_back(shard, |free| free.saturating_sub(batch));
+        }
+    }
+
+    /// Requests in flight: slots leased and not free, over all shards.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| {
+                let s = s.0.load(Ordering::Acquire);
+                leased(s).saturating_sub(free(s)) as usize
+            })
+            .sum()
+    }
+
+    /// The limit changed from `old` to `new`: the pool grows or shrinks by the difference.
+    pub(crate) fn resize(&self, old: usize, new: usize) {
+        self.global
+            .0
+            .fetch_add(new as i64 - old as i64, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_move_but_never_exceed_the_limit() {
+        let s = Shards::new(5, 3, 2);
+        // Shard 0 leases a batch of 2, uses both, then 3 more one batch at a time.
+        let mut held = Vec::new();
+        for i in [0, 0, 1, 2, 1] {
+            assert!(s.acquire(i));
+            held.push(i);
+        }
+        assert_eq!(s.in_flight(), 5);
+        assert!(!s.acquire(0) && !s.acquire(1) && !s.acquire(2));
+        // Shard 2 frees a slot; shard 0 reclaims it.
+        s.release(2);
+        assert_eq!(s.in_flight(), 4);
+        assert!(s.acquire(0));
+        assert!(!s.acquire(2));
+        assert_eq!(s.in_flight(), 5);
+    }
+
+    #[test]
+    fn idle_free_slots_are_reclaimed_and_cuts_apply_as_requests_finish() {
+        let s = Shards::new(4, 2, 4);
+        assert!(s.acquire(0)); // shard 0 leases 4, uses 1
+        s.release(0); // shard 0 holds 4 free
+        assert_eq!(s.in_flight(), 0);
+        for _ in 0..4 {
+            assert!(s.acquire(1)); // reclaimed from idle shard 0
+        }
+        assert!(!s.acquire(0));
+        // Cut 4 -> 2: no admission until two finish.
+        s.resize(4, 2);
+        s.release(1);
+        assert!(!s.acquire(0));
+        s.release(1);
+        assert!(!s.acquire(0));
+        s.release(1);
+        assert!(s.acquire(0));
+        assert!(!s.acquire(1));
+        assert_eq!(s.in_flight(), 2);
+    }
+
+    #[test]
+    fn threads_never_hold_more_than_the_limit() {
+        const LIMIT: usize = 6;
+        let s = Shards::new(LIMIT, 4, 2);
+        let held = AtomicUsize::new(0);
+        let admitted = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (s, held, admitted) = (&s, &held, &admitted);
+                scope.spawn(move || {
+                    let mut mine = 0;
+                    for n in 0..20_000 {
+                        // Hold up to 3 at a time, release in bursts.
+                        if mine < 3 && n % 5 != 4 {
+                            if s.acquire(t) {
+                                let now = held.fetch_add(1, Ordering::SeqCst) + 1;
+                                assert!(now <= LIMIT, "{now} held");
+                                admitted.fetch_add(1, Ordering::Relaxed);
+                                mine += 1;
+                            }
+                        } else {
+                            while mine > 0 {
+                                held.fetch_sub(1, Ordering::SeqCst);
+                                s.release(t);
+                                mine -= 1;
+                            }
+                        }
+                    }
+                    while mine > 0 {
+                        held.fetch_sub(1, Ordering::SeqCst);
+                        s.release(t);
+                        mine -= 1;
+                    }
+                });
+            }
+        });
+        assert_eq!(s.in_flight(), 0);
+        assert!(admitted.load(Ordering::Relaxed) > 1000);
+        // Every slot is back: the whole limit can be taken again from one shard.
+        for _ in 0..LIMIT {
+            assert!(s.acquire(0));
+        }
+        assert!(!s.acquire(1));
+    }
+}
