@@ -169,21 +169,38 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
+/// Sends one GET through a retry layer (clamp `max_pushback`, optional overall `timeout`) to a
+/// server that always answers `status` with `header: value`; returns the final status and when
+/// each attempt reached the server.
+async fn retry_once(
+    max_pushback: Duration,
+    timeout: Option<Duration>,
+    status: StatusCode,
+    header: &'static str,
+    value: &[u8],
+) -> (StatusCode, Vec<Instant>) {
+    let seen = Seen::default();
+    let header = (header, HeaderValue::from_bytes(value).unwrap());
+    let mut svc =
+        retry_layer(max_pushback, timeout).layer(server(seen.clone(), status, Some(header)));
+    let res = svc.ready().await.unwrap().call(request(1)).await.unwrap();
+    (res.status(), seen.times())
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_of_ten_years_waits_only_the_clamp() {
     let clamp = secs(2);
     for value in [TEN_YEARS, YEAR_9999, b"99999999999999999999999999999999"] {
-        let seen = Seen::default();
-        let header = ("retry-after", HeaderValue::from_bytes(value).unwrap());
-        let mut svc = retry_layer(clamp, None).layer(server(
-            seen.clone(),
-            StatusCode::TOO_MANY_REQUESTS,
-            Some(header),
-        ));
         let start = Instant::now();
-        let res = svc.ready().await.unwrap().call(request(1)).await.unwrap();
-        assert_eq!(res.status(), 429);
-        let times = seen.times();
+        let (status, times) = retry_once(
+            clamp,
+            None,
+            StatusCode::TOO_MANY_REQUESTS,
+            "retry-after",
+            value,
+        )
+        .await;
+        assert_eq!(status, 429);
         assert_eq!(times.len(), 3, "{:?}", String::from_utf8_lossy(value));
         // Each retry waited the clamp exactly: the server asked for years.
         assert_eq!(gaps(&times), vec![clamp, clamp]);
@@ -193,18 +210,18 @@ async fn retry_after_of_ten_years_waits_only_the_clamp() {
 
 #[tokio::test(start_paused = true)]
 async fn clamped_pushback_that_does_not_fit_the_deadline_is_not_waited() {
-    let seen = Seen::default();
-    let header = ("retry-after", HeaderValue::from_bytes(TEN_YEARS).unwrap());
     // The clamp (2 s) is longer than the whole deadline (1 s): no retry, no waiting.
-    let mut svc = retry_layer(secs(2), Some(secs(1))).layer(server(
-        seen.clone(),
-        StatusCode::TOO_MANY_REQUESTS,
-        Some(header),
-    ));
     let start = Instant::now();
-    let res = svc.ready().await.unwrap().call(request(1)).await.unwrap();
-    assert_eq!(res.status(), 429);
-    assert_eq!(seen.times().len(), 1);
+    let (status, times) = retry_once(
+        secs(2),
+        Some(secs(1)),
+        StatusCode::TOO_MANY_REQUESTS,
+        "retry-after",
+        TEN_YEARS,
+    )
+    .await;
+    assert_eq!(status, 429);
+    assert_eq!(times.len(), 1);
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
@@ -230,19 +247,15 @@ async fn negative_absurd_and_garbage_grpc_pushback() {
     ];
     for &(value, attempts, most) in cases {
         let label = String::from_utf8_lossy(value);
-        let seen = Seen::default();
-        let header = (
-            "grpc-retry-pushback-ms",
-            HeaderValue::from_bytes(value).unwrap(),
-        );
-        let mut svc = retry_layer(clamp, None).layer(server(
-            seen.clone(),
+        let (status, times) = retry_once(
+            clamp,
+            None,
             StatusCode::SERVICE_UNAVAILABLE,
-            Some(header),
-        ));
-        let res = svc.ready().await.unwrap().call(request(1)).await.unwrap();
-        assert_eq!(res.status(), 503, "{label}");
-        let times = seen.times();
+            "grpc-retry-pushback-ms",
+            value,
+        )
+        .await;
+        assert_eq!(status, 503, "{label}");
         assert_eq!(times.len(), attempts, "{label}");
         for gap in gaps(&times) {
             assert!(gap <= most, "{label}: waited {gap:?}, at most {most:?}");
