@@ -207,18 +207,16 @@ where
         )))?;
     }
     if offered {
-        if let Some(st) = sc.stacks.first() {
-            chart
-                .draw_series(LineSeries::new(
-                    st.series
-                        .offered
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| (i as f64 + 0.5, *v as f64)),
-                    BLACK.stroke_width(1),
-                ))?
-                .label("offered")
-                .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], BLACK));
+        // Each stack's own offered load (impatient users' retries make it differ), thin.
+        for (i, st) in sc.stacks.iter().enumerate() {
+            chart.draw_series(LineSeries::new(
+                st.series
+                    .offered
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| (i as f64 + 0.5, *v as f64)),
+                color(i).mix(0.6).stroke_width(1),
+            ))?;
         }
     }
     for (i, st) in sc.stacks.iter().enumerate() {
@@ -256,7 +254,10 @@ pub fn chart(sc: &ScenarioReport, path: &Path) -> DrawResult {
     let areas = root.split_evenly((panels, 1));
     panel(
         &areas[0],
-        &format!("{} — goodput (ok/s) vs offered", sc.name),
+        &format!(
+            "{} — goodput (ok/s, thick) and offered load (req/s, thin)",
+            sc.name
+        ),
         sc,
         &|s| Some(as_f64(&s.series.goodput)),
         true,
