@@ -146,8 +146,11 @@ struct Decay {
     last: AtomicU64,
 }
 
-/// The configuration a [`RetryBudget`] was built with.
+/// The configuration a [`RetryBudget`] was built with; with feature `serde` it can be read from
+/// a file and handed to [`RetryBudget::from_config`], which validates it.
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(default))]
 pub struct BudgetConfig {
     /// Tokens credited per good response.
     pub ratio: f64,
@@ -182,7 +185,9 @@ impl Default for BudgetConfig {
 /// the retry layer and the hedge layer (as `Arc<dyn damper_core::Budget>`) alike.
 ///
 /// Metrics: the gauge `damper_retry_budget_balance{name}` follows the bucket's whole-token
-/// balance; it is written only when that whole number changes, not on every call. Tracing: one
+/// balance. It is written only when that whole number changes, and checked on deposits, on
+/// decay and when the bucket refuses a withdrawal — not on the withdrawal fast path, so a
+/// drain shows up at the next deposit or refusal. Tracing: one
 /// `debug` event when the budget runs dry (bucket and floor both refuse) and one when it has a
 /// whole token again.
 pub struct RetryBudget {
@@ -366,8 +371,14 @@ impl RetryBudget {
     }
 
     /// Applies decay up to `now`, if due; at most one caller per tick does the work.
+    #[inline]
     fn decay(&self, now: Instant) {
-        let Some(d) = &self.decay else { return };
+        if let Some(d) = &self.decay {
+            self.decay_slow(d, now);
+        }
+    }
+
+    fn decay_slow(&self, d: &Decay, now: Instant) {
         let now_ns = nanos_since(self.base, now);
         let last = d.last.load(Ordering::Relaxed);
         if now_ns < last.saturating_add(d.tick_ns) {
@@ -386,6 +397,7 @@ impl RetryBudget {
     }
 
     /// Publishes the whole-token balance to the gauge when it changed, and logs refills.
+    #[inline]
     fn publish(&self) {
         let balance = self.bucket.balance();
         let whole = balance as u64;
@@ -393,14 +405,26 @@ impl RetryBudget {
             self.published.store(whole, Ordering::Relaxed);
             self.gauge.set(whole as f64);
         }
-        if whole >= 1
-            && self.exhausted.load(Ordering::Relaxed)
-            && self.exhausted.swap(false, Ordering::Relaxed)
-        {
+        if whole >= 1 && self.exhausted.load(Ordering::Relaxed) {
+            self.refilled(balance);
+        }
+    }
+
+    #[cold]
+    fn refilled(&self, balance: f64) {
+        if self.exhausted.swap(false, Ordering::Relaxed) {
             tracing::debug!(name = %self.name, balance, "retry budget refilled");
         }
     }
 
+    #[cold]
+    fn ran_dry(&self) {
+        if !self.exhausted.swap(true, Ordering::Relaxed) {
+            tracing::debug!(name = %self.name, "retry budget exhausted");
+        }
+    }
+
+    #[inline(never)]
     fn take_floor(&self, now: Instant) -> bool {
         match &self.floor {
             None => false,
@@ -413,30 +437,33 @@ impl RetryBudget {
 }
 
 impl Budget for RetryBudget {
+    #[inline]
     fn deposit(&self, now: Instant) {
         self.decay(now);
         self.bucket.deposit();
         self.publish();
     }
 
+    #[inline]
     fn try_withdraw(&self, now: Instant) -> bool {
         self.decay(now);
         if self.bucket.try_withdraw() {
-            self.publish();
+            // The gauge catches up at the next deposit or refusal: no gauge work on this path.
             return true;
         }
+        self.publish();
         if self.take_floor(now) {
             return true;
         }
-        if !self.exhausted.load(Ordering::Relaxed) && !self.exhausted.swap(true, Ordering::Relaxed)
-        {
-            tracing::debug!(name = %self.name, "retry budget exhausted");
+        if !self.exhausted.load(Ordering::Relaxed) {
+            self.ran_dry();
         }
         false
     }
 
     /// The bucket's balance at `now` (after any due decay). The floor is not included: it is
     /// a rate, not a balance.
+    #[inline]
     fn balance(&self, now: Instant) -> f64 {
         self.decay(now);
         self.bucket.balance()
@@ -701,16 +728,14 @@ mod loom_tests {
     fn loom_composite_budget_never_overdraws() {
         loom::model(|| {
             let base = Instant::now();
-            let b = Arc::new(
-                RetryBudget::builder()
-                    .ratio(0.5)
-                    .max_tokens(2.0)
-                    .initial(1.0)
-                    .min_per_sec(0.0)
-                    .ttl(Duration::from_secs(1))
-                    .build_at(base)
-                    .unwrap(),
-            );
+            let b = RetryBudget::builder()
+                .ratio(0.5)
+                .max_tokens(2.0)
+                .initial(1.0)
+                .min_per_sec(0.0)
+                .ttl(Duration::from_secs(1))
+                .build_at(base)
+                .unwrap();
             let later = base + Duration::from_millis(100);
             let w = |b: Arc<RetryBudget>| thread::spawn(move || b.try_withdraw(later) as u32);
             let t1 = w(b.clone());

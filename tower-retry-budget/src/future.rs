@@ -20,7 +20,9 @@ pin_project! {
         // An attempt is in flight.
         Attempt { #[pin] fut: F },
         // Waiting out a backoff; `last` is what the caller gets if the retry is not sent.
-        Backoff { #[pin] sleep: Sleep, last: Option<T> },
+        // The timer is boxed: it exists only on the retry path, and keeping it out of line keeps
+        // the future small on the (far more common) path without retries.
+        Backoff { sleep: Pin<Box<Sleep>>, last: Option<T> },
     }
 }
 
@@ -117,7 +119,7 @@ where
                         }
                         Decision::Retry(wait) => {
                             *this.previous = wait;
-                            let sleep = tokio::time::sleep(wait);
+                            let sleep = Box::pin(tokio::time::sleep(wait));
                             this.state.set(State::Backoff {
                                 sleep,
                                 last: Some(result),
@@ -126,7 +128,7 @@ where
                     }
                 }
                 StateProj::Backoff { sleep, last } => {
-                    ready!(sleep.poll(cx));
+                    ready!(sleep.as_mut().poll(cx));
                     let last = last.take().expect("a backoff always holds the last result");
                     // A retry is sent only if the service is ready right now: retries never
                     // queue behind other requests, they give up and return the last result.
