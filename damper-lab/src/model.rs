@@ -147,7 +147,7 @@ impl Recorder {
         }
     }
 
-    /// The second of the run `t` falls in (clamped to the last one).
+    /// The second of the run `t` falls in (events past the last second are not recorded).
     pub fn second(&self, t: Instant) -> usize {
         t.saturating_duration_since(self.start).as_secs() as usize
     }
