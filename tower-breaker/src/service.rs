@@ -100,23 +100,39 @@ impl<C> Sampler<C> {
     {
         self.pending += 1;
         if self.until_own > 0 {
-            self.until_own -= 1;
-            if self.until_own == 0 {
-                self.local = Arc::new(Local {
-                    shared: self.local.shared.clone(),
-                    classifier: self.local.classifier.clone(),
-                });
-            }
+            self.own_soon();
         }
         self.tick();
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn own_soon(&mut self)
+    where
+        C: Clone,
+    {
+        self.until_own -= 1;
+        if self.until_own == 0 {
+            self.local = Arc::new(Local {
+                shared: self.local.shared.clone(),
+                classifier: self.local.classifier.clone(),
+            });
+        }
     }
 
     #[inline]
     fn tick(&mut self) {
         if self.countdown > 1 {
             self.countdown -= 1;
-            return;
+        } else {
+            self.sample();
         }
+    }
+
+    /// Flushes the batch, reads the clock and adapts `k`.
+    #[cold]
+    #[inline(never)]
+    fn sample(&mut self) {
         let policy = &self.local.shared.policy;
         policy.count_admitted(std::mem::take(&mut self.pending), stripe());
         let now = Instant::now();
