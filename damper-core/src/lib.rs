@@ -8,7 +8,7 @@
 //! - [`pushback`]: `Retry-After` and `grpc-retry-pushback-ms`, parsed safely and clamped;
 //! - [`deadline`]: a request's deadline as an extension, and the `grpc-timeout` codec;
 //! - [`histogram`]: a lock-free windowed latency histogram;
-//! - [`budget`]: the [`Budget`](budget::Budget) that retries and hedges spend from;
+//! - [`budget`]: the [`Budget`] that retries and hedges spend from;
 //! - [`backoff`]: exponential backoff with full or decorrelated jitter;
 //! - [`error`]: the errors layers originate, and [`error::is_local_rejection`];
 //! - [`metrics`]: every `damper_*` metric name.
