@@ -119,7 +119,7 @@ fn cases(c: &mut Criterion) {
             .expect("aimd");
         tower_resilience::adaptive::AdaptiveLimiterLayer::new(aimd).layer(Ok1)
     });
-    // Default settings: one request in 8 measured.
+    // Default settings: one request in 16 measured.
     bench(c, "shed_fixed", || {
         ShedLayer::new(Fixed::new(1024).unwrap()).layer(Ok1)
     });

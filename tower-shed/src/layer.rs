@@ -9,7 +9,7 @@ use std::time::Duration;
 use tower_layer::Layer;
 
 /// The default of [`ShedBuilder::sample_every`].
-pub const DEFAULT_SAMPLE_EVERY: u32 = 8;
+pub const DEFAULT_SAMPLE_EVERY: u32 = 16;
 
 /// Picks a request's partition by name.
 ///
@@ -92,7 +92,7 @@ impl<P> fmt::Debug for ShedLayer<P> {
 /// | knob | default |
 /// |---|---|
 /// | [`name`](Self::name) | `"shed"` |
-/// | [`sample_every`](Self::sample_every) | 8 (measure one request in 8; drops always count) |
+/// | [`sample_every`](Self::sample_every) | 16 (measure one request in 16; drops always count) |
 /// | [`queue`](Self::queue) | none: reject at once |
 /// | [`codel_target`](Self::codel_target) / [`codel_interval`](Self::codel_interval) | 5 ms / 100 ms |
 /// | [`adaptive_lifo`](Self::adaptive_lifo) | on |
@@ -145,7 +145,7 @@ impl<P> ShedBuilder<P> {
         self
     }
 
-    /// Measure one request in `n` (a power of two; default 8).
+    /// Measure one request in `n` (a power of two; default 16).
     ///
     /// Measuring a request costs two clock reads and an update of the algorithm, several times
     /// the cost of admitting it. Each measured request is fed as a sample standing for `n`

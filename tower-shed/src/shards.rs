@@ -37,16 +37,23 @@ struct Line<T>(T);
 
 static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
 
+const UNASSIGNED: usize = usize::MAX;
+
 thread_local! {
-    /// This thread's shard number, and a per-thread request counter for sampling.
-    static THREAD: Cell<(usize, u32)> = Cell::new((NEXT_SHARD.fetch_add(1, Ordering::Relaxed), 0));
+    /// This thread's shard number (assigned on first use), and a per-thread request counter
+    /// for sampling.
+    static THREAD: Cell<(usize, u32)> = const { Cell::new((UNASSIGNED, 0)) };
 }
 
-/// This thread's shard (modulo the shard count) and whether to measure this request.
+/// This thread's shard number (reduce it with [`Shards::index`]) and whether to measure this
+/// request.
 #[inline]
 pub(crate) fn this_thread(sample_mask: u32) -> (usize, bool) {
     THREAD.with(|t| {
-        let (shard, seq) = t.get();
+        let (mut shard, seq) = t.get();
+        if shard == UNASSIGNED {
+            shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+        }
         t.set((shard, seq.wrapping_add(1)));
         (shard, seq & sample_mask == 0)
     })
@@ -56,23 +63,25 @@ pub(crate) fn this_thread(sample_mask: u32) -> (usize, bool) {
 pub(crate) struct Shards {
     global: Line<AtomicI64>,
     shards: Box<[Line<AtomicU64>]>,
+    mask: usize,
     batch: u64,
 }
 
 impl Shards {
+    /// A pool of `limit` slots over `shards` shards (rounded up to a power of two).
     pub(crate) fn new(limit: usize, shards: usize, batch: u32) -> Self {
+        let n = shards.max(1).next_power_of_two();
         Self {
             global: Line(AtomicI64::new(limit as i64)),
-            shards: (0..shards.max(1))
-                .map(|_| Line(AtomicU64::new(0)))
-                .collect(),
+            shards: (0..n).map(|_| Line(AtomicU64::new(0))).collect(),
+            mask: n - 1,
             batch: u64::from(batch.max(1)),
         }
     }
 
     #[inline]
     pub(crate) fn index(&self, thread: usize) -> usize {
-        thread % self.shards.len()
+        thread & self.mask
     }
 
     /// Takes a slot for shard `i`; `false` if the limit is reached. Returns the number in
@@ -197,7 +206,7 @@ mod tests {
 
     #[test]
     fn slots_move_but_never_exceed_the_limit() {
-        let s = Shards::new(5, 3, 2);
+        let s = Shards::new(5, 4, 2);
         // Shard 0 leases a batch of 2, uses both, then 3 more one batch at a time.
         let mut held = Vec::new();
         for i in [0, 0, 1, 2, 1] {
