@@ -271,5 +271,20 @@ fn withdraw(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, success_path, withdraw);
+/// The clock read on the success path (to date the deposit). The bench build enables tokio's
+/// `test-util` (a dev-dependency of the tests), which makes `tokio::time::Instant::now()` look
+/// for a paused clock first; production builds read `std::time::Instant::now()` directly, as
+/// tower's TpsBudget does.
+fn clock(c: &mut Criterion) {
+    let mut g = c.benchmark_group("clock");
+    g.bench_function("tokio Instant::now (test-util)", |b| {
+        b.iter(|| black_box(tokio::time::Instant::now()))
+    });
+    g.bench_function("std Instant::now", |b| {
+        b.iter(|| black_box(std::time::Instant::now()))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, success_path, withdraw, clock);
 criterion_main!(benches);

@@ -100,6 +100,11 @@ where
                     let result = ready!(fut.poll(cx));
                     let shared = &**this.shared;
                     let outcome = shared.classifier.classify(&result);
+                    let now = if outcome.is_success() && !shared.deposit_clock {
+                        shared.built_at
+                    } else {
+                        Instant::now()
+                    };
                     let decision = shared.policy.decide(
                         &outcome,
                         *this.attempts,
@@ -108,7 +113,7 @@ where
                         *this.previous,
                         &shared.budget,
                         &*shared.rng,
-                        Instant::now(),
+                        now,
                     );
                     match decision {
                         Decision::Return(stop) => {

@@ -1,7 +1,7 @@
 use crate::error::ConfigError;
 use crate::policy::{DEFAULT_MAX_ATTEMPTS, DEFAULT_MIN_ATTEMPT_TIME, RetryPolicy};
 use crate::replay::Idempotent;
-use crate::service::{Metrics, Retry, Shared};
+use crate::service::{Metrics, Retry, Shared, deposit_reads_clock};
 use damper_core::backoff::Backoff;
 use damper_core::classify::ResultClassifier;
 use damper_core::rng::AtomicRng;
@@ -26,7 +26,7 @@ impl<B> RetryLayer<B> {
     /// `Arc<RetryBudget>`, an `Arc<dyn damper_core::Budget>` shared with a hedge layer, …).
     pub fn new(budget: B) -> Self
     where
-        B: damper_core::Budget,
+        B: damper_core::Budget + 'static,
     {
         let b = Self::builder(budget);
         let shared = b.shared();
@@ -185,7 +185,10 @@ impl<B, C, P> RetryLayerBuilder<B, C, P> {
         self
     }
 
-    fn shared(self) -> Shared<B, C, P> {
+    fn shared(self) -> Shared<B, C, P>
+    where
+        B: 'static,
+    {
         let seed = self.knobs.seed.unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -199,6 +202,8 @@ impl<B, C, P> RetryLayerBuilder<B, C, P> {
                 self.knobs.min_attempt_time,
             ),
             metrics: Metrics::new(&self.knobs.name),
+            deposit_clock: deposit_reads_clock(&self.budget),
+            built_at: tokio::time::Instant::now(),
             budget: self.budget,
             classifier: self.classifier,
             replay: self.replay,
@@ -208,7 +213,10 @@ impl<B, C, P> RetryLayerBuilder<B, C, P> {
     }
 
     /// Validates the configuration and builds the layer, registering its metrics.
-    pub fn build(self) -> Result<RetryLayer<B, C, P>, ConfigError> {
+    pub fn build(self) -> Result<RetryLayer<B, C, P>, ConfigError>
+    where
+        B: 'static,
+    {
         if !(1..=MAX_ATTEMPTS_LIMIT).contains(&self.knobs.max_attempts) {
             return Err(ConfigError::new("max_attempts", "must be in [1, 10]"));
         }

@@ -79,6 +79,25 @@ async fn retries_a_failure_after_the_backoff_and_returns_the_success() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn deposits_into_a_decaying_budget_are_dated_now() {
+    let b = RetryBudget::builder()
+        .initial(10.0)
+        .min_per_sec(0.0)
+        .ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<u32, u32, _>(plain(b.clone(), 10).build().unwrap());
+    advance(Duration::from_secs(20)).await;
+    let mut fut = task::spawn(svc.call_ready(1));
+    handle.next_request().await.unwrap().1.send_response(1);
+    assert_ready_ok!(fut.poll());
+    // Twenty time constants later, the ten old tokens are gone; the new deposit is not.
+    let balance = b.balance(Instant::now());
+    assert!((balance - 0.1).abs() < 1e-3, "{balance}");
+}
+
+#[tokio::test(start_paused = true)]
 async fn stops_after_max_attempts_with_the_last_error() {
     let layer = plain(Unlimited::new(), 10).max_attempts(3).build().unwrap();
     let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(layer);
