@@ -3,7 +3,8 @@
 //! `one_task/*`: ns per call, one task on a current-thread runtime.
 //! `threads/*/1` and `threads/*/2`: the same loop on 1 or 2 std threads (each its own
 //! current-thread runtime, sharing one breaker); criterion's time is per loop iteration, i.e.
-//! per call on each thread, so two-thread scaling = 2 × t(1) / t(2).
+//! per call on each thread, so two-thread scaling = 2 × t(1) / t(2). `threads_cpu/*` is the
+//! same with each thread's CPU time instead of wall time (Linux only).
 //!
 //! Run: `cargo bench -p tower-breaker --bench overhead -- --warm-up-time 1 --measurement-time 3`
 // Benchmarks measure wall-clock time with std's Instant (criterion's `iter_custom`).
