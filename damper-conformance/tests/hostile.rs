@@ -266,6 +266,40 @@ async fn negative_absurd_and_garbage_grpc_pushback() {
     }
 }
 
+#[tokio::test(start_paused = true)]
+async fn garbage_retry_after_falls_back_to_backoff_and_past_dates_wait_nothing() {
+    let clamp = secs(2);
+    let backoff_max = secs(1);
+    // (value, the most any retry may wait)
+    let cases: &[(&[u8], Duration)] = &[
+        (b"\xff\xfe\xfd", backoff_max),
+        (b"-5", backoff_max),
+        (b"5 s", backoff_max),
+        (b"1e9", backoff_max),
+        (b"Fri, 31 Dec 99999 23:59:59 GMT", backoff_max),
+        (b"Mon, 99 Feb 2025 99:99:99 GMT", backoff_max),
+        (b"Fri, 31 Dec 9999 23:59:59 GM\xff", backoff_max),
+        (b"Sun, 06 Nov 1994 08:49:37 GMT", Duration::ZERO),
+        (b"0", Duration::ZERO),
+    ];
+    for &(value, most) in cases {
+        let label = String::from_utf8_lossy(value);
+        let (status, times) = retry_once(
+            clamp,
+            None,
+            StatusCode::TOO_MANY_REQUESTS,
+            "retry-after",
+            value,
+        )
+        .await;
+        assert_eq!(status, 429, "{label}");
+        assert_eq!(times.len(), 3, "{label}");
+        for gap in gaps(&times) {
+            assert!(gap <= most, "{label}: waited {gap:?}, at most {most:?}");
+        }
+    }
+}
+
 /// What the handler behind a server stack saw of the caller's deadline.
 #[derive(Clone, Default)]
 struct SawDeadline(Arc<Mutex<Vec<Option<Duration>>>>);
