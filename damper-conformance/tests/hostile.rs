@@ -225,79 +225,75 @@ async fn clamped_pushback_that_does_not_fit_the_deadline_is_not_waited() {
     assert_eq!(start.elapsed(), Duration::ZERO);
 }
 
-#[tokio::test(start_paused = true)]
-async fn negative_absurd_and_garbage_grpc_pushback() {
-    let clamp = secs(2);
-    // The default backoff (full jitter, 25 ms doubling, at most 1 s) bounds what garbage gets.
-    let backoff_max = secs(1);
-    // (value, attempts the server sees, the most any retry may wait)
-    let cases: &[(&[u8], usize, Duration)] = &[
-        (b"-1", 1, Duration::ZERO),
-        (b"-0", 1, Duration::ZERO),
-        (b"-99999999999999999999999999", 1, Duration::ZERO),
-        (b"99999999999999999999999999", 3, clamp),
-        (b"18446744073709551616", 3, clamp),
-        (b"315360000000", 3, clamp),
-        (b"-", 3, backoff_max),
-        (b"+5", 3, backoff_max),
-        (b"1e9", 3, backoff_max),
-        (b"\xff\xfe\xfd", 3, backoff_max),
-        (b"\x80", 3, backoff_max),
-        (b" 250 ", 3, Duration::from_millis(250)),
-    ];
+/// The pushback clamp the table tests use.
+const CLAMP: Duration = Duration::from_secs(2);
+/// The default backoff (full jitter, 25 ms doubling, at most 1 s) bounds what garbage gets.
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// For each `(value, attempts the server sees, the most any retry may wait)`: one request to a
+/// server answering `status` with `header: value`, retried with pushback clamped to `CLAMP`.
+async fn assert_waits(
+    status: StatusCode,
+    header: &'static str,
+    cases: &[(&[u8], usize, Duration)],
+) {
     for &(value, attempts, most) in cases {
         let label = String::from_utf8_lossy(value);
-        let (status, times) = retry_once(
-            clamp,
-            None,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "grpc-retry-pushback-ms",
-            value,
-        )
-        .await;
-        assert_eq!(status, 503, "{label}");
+        let (got, times) = retry_once(CLAMP, None, status, header, value).await;
+        assert_eq!(got, status, "{label}");
         assert_eq!(times.len(), attempts, "{label}");
         for gap in gaps(&times) {
             assert!(gap <= most, "{label}: waited {gap:?}, at most {most:?}");
         }
-        if most == clamp {
-            assert_eq!(gaps(&times), vec![clamp, clamp], "{label}");
+        if most == CLAMP {
+            assert_eq!(gaps(&times), vec![CLAMP, CLAMP], "{label}");
         }
     }
 }
 
 #[tokio::test(start_paused = true)]
+async fn negative_absurd_and_garbage_grpc_pushback() {
+    assert_waits(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "grpc-retry-pushback-ms",
+        &[
+            (b"-1", 1, Duration::ZERO),
+            (b"-0", 1, Duration::ZERO),
+            (b"-99999999999999999999999999", 1, Duration::ZERO),
+            (b"99999999999999999999999999", 3, CLAMP),
+            (b"18446744073709551616", 3, CLAMP),
+            (b"315360000000", 3, CLAMP),
+            (b"-", 3, BACKOFF_MAX),
+            (b"+5", 3, BACKOFF_MAX),
+            (b"1e9", 3, BACKOFF_MAX),
+            (b"\xff\xfe\xfd", 3, BACKOFF_MAX),
+            (b"\x80", 3, BACKOFF_MAX),
+            (b" 250 ", 3, Duration::from_millis(250)),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn garbage_retry_after_falls_back_to_backoff_and_past_dates_wait_nothing() {
-    let clamp = secs(2);
-    let backoff_max = secs(1);
-    // (value, the most any retry may wait)
-    let cases: &[(&[u8], Duration)] = &[
-        (b"\xff\xfe\xfd", backoff_max),
-        (b"-5", backoff_max),
-        (b"5 s", backoff_max),
-        (b"1e9", backoff_max),
-        (b"Fri, 31 Dec 99999 23:59:59 GMT", backoff_max),
-        (b"Mon, 99 Feb 2025 99:99:99 GMT", backoff_max),
-        (b"Fri, 31 Dec 9999 23:59:59 GM\xff", backoff_max),
-        (b"Sun, 06 Nov 1994 08:49:37 GMT", Duration::ZERO),
-        (b"0", Duration::ZERO),
-    ];
-    for &(value, most) in cases {
-        let label = String::from_utf8_lossy(value);
-        let (status, times) = retry_once(
-            clamp,
-            None,
-            StatusCode::TOO_MANY_REQUESTS,
-            "retry-after",
-            value,
-        )
-        .await;
-        assert_eq!(status, 429, "{label}");
-        assert_eq!(times.len(), 3, "{label}");
-        for gap in gaps(&times) {
-            assert!(gap <= most, "{label}: waited {gap:?}, at most {most:?}");
-        }
-    }
+    assert_waits(
+        StatusCode::TOO_MANY_REQUESTS,
+        "retry-after",
+        &[
+            (b"\xff\xfe\xfd", 3, BACKOFF_MAX),
+            (b"-5", 3, BACKOFF_MAX),
+            (b"5 s", 3, BACKOFF_MAX),
+            (b"1e9", 3, BACKOFF_MAX),
+            (b"Fri, 31 Dec 99999 23:59:59 GMT", 3, BACKOFF_MAX),
+            (b"Mon, 99 Feb 2025 99:99:99 GMT", 3, BACKOFF_MAX),
+            (b"Fri, 31 Dec 9999 23:59:59 GM\xff", 3, BACKOFF_MAX),
+            (b"Sun, 06 Nov 1994 08:49:37 GMT", 3, Duration::ZERO),
+            (b"0", 3, Duration::ZERO),
+            (TEN_YEARS, 3, CLAMP),
+            (YEAR_9999, 3, CLAMP),
+        ],
+    )
+    .await;
 }
 
 /// What the handler behind a server stack saw of the caller's deadline.
