@@ -1349,3 +1349,118 @@ fn facade_rejects_unreadable_values_when_parsing() {
     let c: ClientConfig = toml::from_str("deadline = \"3650d\"").unwrap();
     assert_eq!(c.deadline, Some(Duration::from_secs(3650 * 86_400)));
 }
+
+/// A service that fails its first `fail` calls, then succeeds.
+fn flaky(
+    fail: usize,
+) -> impl tower::Service<u32, Response = u32, Error = damper::BoxError, Future: Send> + Clone {
+    let calls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tower::service_fn(move |r: u32| {
+        let n = calls.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        async move {
+            if n < fail {
+                Err::<u32, damper::BoxError>("flaky".into())
+            } else {
+                Ok(r)
+            }
+        }
+    })
+}
+
+/// Accepted extremes must not only build: the layers must serve calls with them, in virtual
+/// time, without panicking or overflowing an instant.
+#[tokio::test(start_paused = true)]
+async fn accepted_extremes_serve_calls() {
+    use tower::{Layer, Service, ServiceExt};
+    // Retry: backoff of a year (no jitter), an overall timeout of Duration::MAX.
+    let backoff = Backoff::builder()
+        .min(Duration::from_secs(365 * 86_400))
+        .max(MAX)
+        .multiplier(1000.0)
+        .jitter(Jitter::None)
+        .build()
+        .unwrap();
+    let budget = RetryBudget::builder().initial(5.0).build().unwrap();
+    let retry = RetryLayer::builder(budget)
+        .replay(damper::retry_budget::CloneAll::default())
+        .backoff(backoff)
+        .max_attempts(3)
+        .timeout(MAX)
+        .max_pushback(secs(3600))
+        .min_attempt_time(secs(60))
+        .build()
+        .unwrap();
+    // One retry fits the (thirty-year) deadline; the next wait (a thousand years) does not.
+    assert_eq!(retry.layer(flaky(1)).oneshot(1).await.unwrap(), 1);
+    assert!(retry.layer(flaky(2)).oneshot(1).await.is_err());
+
+    // Hedge: a fixed delay of Duration::MAX, and a minimum delay of Duration::MAX.
+    for layer in [
+        HedgeLayer::builder().fixed_delay(MAX).build().unwrap(),
+        HedgeLayer::builder()
+            .min_delay(MAX)
+            .min_samples(0)
+            .build()
+            .unwrap(),
+    ] {
+        assert_eq!(layer.layer(flaky(0)).oneshot(2).await.unwrap(), 2);
+    }
+
+    // Deadline of Duration::MAX; adaptive timeout of a day.
+    let deadline = DeadlineLayer::builder().timeout(MAX).build().unwrap();
+    assert_eq!(deadline.layer(flaky(0)).oneshot(3).await.unwrap(), 3);
+    let timeout = AdaptiveTimeoutLayer::builder()
+        .ceiling(DAY)
+        .fallback(DAY)
+        .floor(DAY)
+        .growth_window(MAX)
+        .refresh(MAX)
+        .build()
+        .unwrap();
+    assert_eq!(timeout.layer(flaky(0)).oneshot(4).await.unwrap(), 4);
+
+    // Breaker: a year-long open period, tripped, then asked again.
+    let config = BreakerConfig::builder()
+        .consecutive_failures(1)
+        .open_min(Duration::from_secs(365 * 86_400))
+        .open_max(Duration::from_secs(365 * 86_400))
+        .healthy_period(MAX)
+        .slow_call(MAX, 1.0)
+        .build()
+        .unwrap();
+    let mut breaker = damper::breaker::BreakerLayer::new(config).layer(flaky(1));
+    assert!(breaker.ready().await.unwrap().call(5).await.is_err());
+    let refused = breaker.ready().await.unwrap().call(5).await.unwrap_err();
+    assert!(
+        refused.is::<damper::core::error::CircuitOpen>(),
+        "{refused}"
+    );
+
+    // Shed: a CoDel target and interval of a day, a queue, and retry-after up to MAX. (A
+    // target or interval of Duration::MAX is accepted too but overflows an instant when a
+    // request is queued: reported, not tested here.)
+    let shed = ShedLayer::builder(Fixed::new(1).unwrap())
+        .queue(4)
+        .codel_target(DAY)
+        .codel_interval(DAY)
+        .retry_after(ZERO, MAX)
+        .build()
+        .unwrap();
+    let mut svc = shed.layer(flaky(0));
+    let first = svc.ready().await.unwrap().call(6);
+    let second = svc.ready().await.unwrap().call(7);
+    assert_eq!(first.await.unwrap(), 6);
+    assert_eq!(second.await.unwrap(), 7);
+
+    // Fault: latency of Duration::MAX (a sleep into the far future, not an overflow).
+    let fault = FaultLayer::builder()
+        .forced(FaultSpec::new().latency(Latency::Fixed(MAX)))
+        .build()
+        .unwrap();
+    let slow = fault.layer(flaky(0)).oneshot(8);
+    let cut = tokio::time::timeout(secs(3600), slow).await;
+    assert!(
+        cut.is_err(),
+        "a latency of Duration::MAX answered within an hour"
+    );
+}
