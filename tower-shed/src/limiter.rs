@@ -299,8 +299,8 @@ impl Limiter {
         ((limit as f64 * self.partitions[p].share) as usize).max(1)
     }
 
-    fn nanos(&self, now: Instant) -> u64 {
-        // +1 so that a claim made at the epoch is not read as "no claim".
+    /// `now` in ns since the limiter was built, plus one (so that 0 can mean "none").
+    pub(crate) fn nanos(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
     }
 
@@ -406,16 +406,16 @@ impl Limiter {
     /// `sample_every` requests; an unmeasured one is fed only when it was dropped (drops are
     /// too important to sample away), with the smoothed RTT standing in for its own.
     #[inline(never)]
-    fn sample(&self, start: Option<Instant>, in_flight: usize, dropped: bool) {
+    fn sample(&self, start: u64, in_flight: usize, dropped: bool) {
         let now = Instant::now();
-        let sample = match start {
-            Some(start) => Sample::new(now.saturating_duration_since(start), in_flight, dropped)
-                .with_weight(self.sample_weight),
-            None if dropped => {
-                let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
-                Sample::new(rtt, in_flight, true)
-            }
-            None => return,
+        let sample = if start != 0 {
+            let rtt = Duration::from_nanos(self.nanos(now).saturating_sub(start));
+            Sample::new(rtt, in_flight, dropped).with_weight(self.sample_weight)
+        } else if dropped {
+            let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
+            Sample::new(rtt, self.in_flight(), true)
+        } else {
+            return;
         };
         self.record(sample, now);
     }
@@ -606,17 +606,21 @@ impl Local {
 /// cancellation all release it. A measured request also reports its sample when dropped.
 pub(crate) struct Permit {
     local: Arc<Local>,
-    partition: usize,
-    in_flight: usize,
-    start: Option<Instant>,
-    outcome: Option<bool>,
+    /// Admission time in ns since the limiter's epoch, plus one; 0 when not measured.
+    start: u64,
+    /// The shard or partition the permit returns to.
+    slot: u32,
+    /// In flight at admission (measured requests only).
+    in_flight: u32,
+    /// 0: no sample; 1: a sample; 2: a dropped sample.
+    outcome: u8,
 }
 
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Permit")
-            .field("partition", &self.partition)
-            .field("sampled", &self.start.is_some())
+            .field("slot", &self.slot)
+            .field("sampled", &self.sampled())
             .finish()
     }
 }
@@ -624,28 +628,33 @@ impl std::fmt::Debug for Permit {
 impl Permit {
     #[inline]
     pub(crate) fn new(local: Arc<Local>, ticket: Ticket) -> Self {
+        let start = if ticket.sampled {
+            local.limiter.nanos(Instant::now())
+        } else {
+            0
+        };
         Self {
             local,
-            partition: ticket.slot,
-            in_flight: ticket.in_flight,
-            start: ticket.sampled.then(Instant::now),
-            outcome: None,
+            start,
+            slot: ticket.slot as u32,
+            in_flight: ticket.in_flight.min(u32::MAX as usize) as u32,
+            outcome: 0,
         }
     }
 
     /// Whether this request is measured.
     #[inline]
     pub(crate) fn sampled(&self) -> bool {
-        self.start.is_some()
+        self.start != 0
     }
 
     /// Records how the request ended: `Some(dropped)` to feed a sample, `None` to ignore it.
     /// Unmeasured requests only report drops.
     pub(crate) fn finish(&mut self, dropped: Option<bool>) {
-        self.outcome = if self.sampled() {
-            dropped
-        } else {
-            dropped.filter(|&d| d)
+        self.outcome = match dropped {
+            Some(true) => 2,
+            Some(false) if self.sampled() => 1,
+            _ => 0,
         };
     }
 }
@@ -653,10 +662,10 @@ impl Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         let limiter = &self.local.limiter;
-        if let Some(dropped) = self.outcome {
-            limiter.sample(self.start, self.in_flight, dropped);
+        if self.outcome != 0 {
+            limiter.sample(self.start, self.in_flight as usize, self.outcome == 2);
         }
-        limiter.release(self.partition);
+        limiter.release(self.slot as usize);
         if limiter.queue_busy() {
             limiter.drain();
         }
