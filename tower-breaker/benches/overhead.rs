@@ -3,14 +3,17 @@
 //! `one_task/*`: ns per call, one task on a current-thread runtime.
 //! `threads/*/1` and `threads/*/2`: the same loop on 1 or 2 std threads (each its own
 //! current-thread runtime, sharing one breaker); criterion's time is per loop iteration, i.e.
-//! per call on each thread, so two-thread scaling = 2 × t(1) / t(2). `threads_cpu/*` is the
-//! same with each thread's CPU time instead of wall time (Linux only).
+//! per call on each thread, so two-thread scaling = 2 × t(1) / t(2). On a machine busy
+//! with other work, wall-clock scaling says more about the scheduler than about the code, so
+//! the run ends with `cpu/*` lines (Linux): the CPU time the busiest thread spent per call,
+//! alone and with a second thread sharing the breaker. Equal figures mean sharing costs
+//! nothing, i.e. two free cores would give 2× the throughput.
 //!
 //! Run: `cargo bench -p tower-breaker --bench overhead -- --warm-up-time 1 --measurement-time 3`
 // Benchmarks measure wall-clock time with std's Instant (criterion's `iter_custom`).
 #![allow(clippy::disallowed_types, missing_docs)]
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion, criterion_group};
 use std::convert::Infallible;
 use std::future::{Ready, poll_fn, ready};
 use std::hint::black_box;
@@ -246,9 +249,65 @@ fn bench(c: &mut Criterion) {
     threads(c, "tower_resilience", resilience);
 }
 
+/// CPU time this thread has run, from `/proc/thread-self/schedstat` (Linux), if available.
+/// Its resolution is the scheduler tick, so runs are long (tens of millions of calls).
+fn thread_cpu() -> Option<Duration> {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    Some(Duration::from_nanos(
+        s.split_whitespace().next()?.parse().ok()?,
+    ))
+}
+
+/// The busiest thread's CPU time per call, with `threads` threads sharing the breaker.
+fn cpu_per_call<D: Driver>(driver: &D, threads: usize, calls: u64) -> Option<f64> {
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let mut d = driver.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let rt = runtime();
+                barrier.wait();
+                let before = thread_cpu()?;
+                rt.block_on(d.run(calls));
+                Some(thread_cpu()? - before)
+            })
+        })
+        .collect();
+    let mut busiest = Duration::ZERO;
+    for h in handles {
+        busiest = busiest.max(h.join().unwrap()?);
+    }
+    Some(busiest.as_nanos() as f64 / calls as f64)
+}
+
+fn cpu_scaling() {
+    fn report<D: Driver>(name: &str, driver: D, calls: u64) {
+        let one = cpu_per_call(&driver, 1, calls);
+        let two = cpu_per_call(&driver, 2, calls);
+        if let (Some(one), Some(two)) = (one, two) {
+            println!(
+                "cpu/{name}: {one:.1} ns CPU per call alone, {two:.1} with two threads \
+                 (two-core scaling {:.2}x)",
+                2.0 * one / two
+            );
+        }
+    }
+    let (_, damper, failsafe, recloser, resilience) = drivers();
+    report("damper", damper, 20_000_000);
+    report("failsafe", failsafe, 5_000_000);
+    report("recloser", recloser, 10_000_000);
+    report("tower_resilience", resilience, 1_000_000);
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_secs(1));
     targets = bench
 }
-criterion_main!(benches);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    cpu_scaling();
+}
