@@ -45,7 +45,7 @@ use std::fmt;
 use std::hash::Hash;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -62,8 +62,9 @@ struct Registry<K> {
     config: BreakerConfig,
     metrics: Arc<Metrics>,
     origin: Instant,
-    max_keys: usize,
-    idle: Duration,
+    /// Set by the layer's builder methods; read on cache misses only.
+    max_keys: AtomicUsize,
+    idle_nanos: AtomicU64,
 }
 
 impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
@@ -72,7 +73,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         if let Some(shared) = map.get(key) {
             return shared.clone();
         }
-        if map.len() >= self.max_keys {
+        if map.len() >= self.max_keys() {
             self.evict_one(&mut map, now);
         }
         let shared = Arc::new(Shared::with_metrics(
@@ -88,7 +89,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
     fn evict_one(&self, map: &mut HashMap<K, Arc<Shared>>, now: Instant) {
         let epoch_now = map.values().next().map_or(0, |s| s.policy.epoch_of(now));
         let sub = self.config.window.as_nanos() / 10;
-        let idle_epochs = (self.idle.as_nanos() / sub.max(1)) as u64;
+        let idle_epochs = (u128::from(self.idle_nanos.load(Ordering::Relaxed)) / sub.max(1)) as u64;
         // Rank: idle closed (0), closed (1), other (2); then least recently used.
         let victim = map
             .iter()
@@ -108,6 +109,10 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 s.evicted.store(true, Ordering::Relaxed);
             }
         }
+    }
+
+    fn max_keys(&self) -> usize {
+        self.max_keys.load(Ordering::Relaxed)
     }
 
     fn peek(&self, key: &K) -> Option<Arc<Shared>> {
@@ -144,7 +149,7 @@ impl<K, E, C> fmt::Debug for KeyedBreakerLayer<K, E, C> {
         f.debug_struct("KeyedBreakerLayer")
             .field("name", &self.registry.config.name)
             .field("max_keys", &self.registry.max_keys)
-            .field("idle_timeout", &self.registry.idle)
+            .field("idle_nanos", &self.registry.idle_nanos)
             .finish_non_exhaustive()
     }
 }
@@ -169,8 +174,8 @@ impl<K, E> KeyedBreakerLayer<K, E> {
                 config,
                 metrics,
                 origin: Instant::now(),
-                max_keys: DEFAULT_MAX_KEYS,
-                idle: DEFAULT_IDLE_TIMEOUT,
+                max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS),
+                idle_nanos: AtomicU64::new(DEFAULT_IDLE_TIMEOUT.as_nanos() as u64),
             }),
             extractor,
             classifier: ResultClassifier::new(),
@@ -179,27 +184,21 @@ impl<K, E> KeyedBreakerLayer<K, E> {
 }
 
 impl<K, E, C> KeyedBreakerLayer<K, E, C> {
-    fn registry_mut(&mut self) -> &mut Registry<K> {
-        Arc::get_mut(&mut self.registry)
-            .expect("configure a keyed layer before cloning it or building services")
-    }
-
-    /// The bound on live keys. Default [`DEFAULT_MAX_KEYS`].
-    ///
-    /// # Panics
-    /// If the layer was already cloned or used (configure it first).
-    pub fn max_keys(mut self, max_keys: NonZeroUsize) -> Self {
-        self.registry_mut().max_keys = max_keys.get();
+    /// The bound on live keys. Default [`DEFAULT_MAX_KEYS`]. Applies to the registry this
+    /// layer shares with its clones and services.
+    pub fn max_keys(self, max_keys: NonZeroUsize) -> Self {
+        self.registry
+            .max_keys
+            .store(max_keys.get(), Ordering::Relaxed);
         self
     }
 
     /// How long a closed breaker must go unused before it is the first to be evicted. Default
-    /// [`DEFAULT_IDLE_TIMEOUT`].
-    ///
-    /// # Panics
-    /// If the layer was already cloned or used (configure it first).
-    pub fn idle_timeout(mut self, idle: Duration) -> Self {
-        self.registry_mut().idle = idle;
+    /// [`DEFAULT_IDLE_TIMEOUT`]. Applies to the registry this layer shares with its clones and
+    /// services.
+    pub fn idle_timeout(self, idle: Duration) -> Self {
+        let nanos = u64::try_from(idle.as_nanos()).unwrap_or(u64::MAX);
+        self.registry.idle_nanos.store(nanos, Ordering::Relaxed);
         self
     }
 
@@ -343,10 +342,10 @@ where
         );
         if !fresh {
             let shared = self.registry.get(&key, Instant::now());
-            if self.cache.len() >= self.registry.max_keys {
+            if self.cache.len() >= self.registry.max_keys() {
                 self.cache
                     .retain(|_, s| !s.local.shared.evicted.load(Ordering::Relaxed));
-                if self.cache.len() >= self.registry.max_keys {
+                if self.cache.len() >= self.registry.max_keys() {
                     self.cache.clear();
                 }
             }
