@@ -34,6 +34,29 @@ impl Service<u64> for Ok1 {
     }
 }
 
+/// A control with no shared state: ~40 ns of arithmetic per call. Its two-thread scaling
+/// shows how much of a second core the machine offers right now.
+#[derive(Clone, Copy)]
+struct Work;
+
+impl Service<u64> for Work {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        let mut x = req;
+        for _ in 0..40 {
+            x = black_box(x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(7));
+        }
+        ready(Ok(x))
+    }
+}
+
 /// `n` calls polled directly (no runtime): `poll_ready`, `call`, poll the response once.
 fn calls<S>(svc: &mut S, n: u64)
 where
@@ -98,6 +121,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     let cases: Vec<Box<dyn Case>> = vec![
         Box::new(C("baseline", Ok1)),
+        Box::new(C("control_unshared_work", Work)),
         Box::new(C(
             "tower_global_concurrency_limit",
             tower::limit::GlobalConcurrencyLimitLayer::new(1024).layer(Ok1),
@@ -123,7 +147,7 @@ fn main() {
         for (i, &(t1, t2)) in times.iter().enumerate() {
             one[i].push(t1);
             two[i].push(t2);
-            ratio[i].push(t1 / times[1].0);
+            ratio[i].push(t1 / times[2].0);
             scale[i].push(t1 / t2);
         }
     }

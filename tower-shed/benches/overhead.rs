@@ -40,6 +40,29 @@ impl Service<u64> for Ok1 {
     }
 }
 
+/// A control with no shared state: ~40 ns of arithmetic per call. Its two-thread scaling
+/// shows how much of a second core the machine offers during the run.
+#[derive(Clone, Copy)]
+struct Work;
+
+impl Service<u64> for Work {
+    type Response = u64;
+    type Error = Infallible;
+    type Future = Ready<Result<u64, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: u64) -> Self::Future {
+        let mut x = req;
+        for _ in 0..40 {
+            x = black_box(x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(7));
+        }
+        ready(Ok(x))
+    }
+}
+
 fn rt() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -104,6 +127,7 @@ where
 
 fn cases(c: &mut Criterion) {
     bench(c, "baseline", || Ok1);
+    bench(c, "control_unshared_work", || Work);
     bench(c, "tower_concurrency_limit", || {
         tower::limit::ConcurrencyLimitLayer::new(1024).layer(Ok1)
     });

@@ -40,7 +40,9 @@
 //!   at most once per RTT.
 //! - **Admission without a lock.** Permits are taken in `call`, not reserved in `poll_ready`
 //!   (which only forwards the inner service's readiness), so idle keep-alive connections hold
-//!   none. Admitting and rejecting are one atomic add each; see the `limiter` notes below.
+//!   none. In the default mode the limit is a pool of slots leased per thread in small batches,
+//!   so admitting is one compare-and-swap on a cache line the thread owns and the limit stays
+//!   exact; with partitions or a queue, one shared atomic counter.
 //! - **Reject or queue.** At the limit a request fails at once with
 //!   [`Overloaded`](error::Overloaded), carrying a retry-after hint (the default); or, with
 //!   [`ShedBuilder::queue`], waits in a bounded queue governed by [CoDel and adaptive
