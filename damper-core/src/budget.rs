@@ -138,6 +138,7 @@ impl TokenBucket {
     }
 
     /// Credits one deposit of `ratio` tokens, up to the cap.
+    #[inline]
     pub fn deposit(&self) {
         self.deposit_units(self.deposit);
     }
@@ -149,6 +150,7 @@ impl TokenBucket {
         }
     }
 
+    #[inline]
     fn deposit_units(&self, units: u64) {
         let mut cur = self.balance.load(Ordering::Relaxed);
         loop {
@@ -167,6 +169,7 @@ impl TokenBucket {
     }
 
     /// Takes one token if there is one.
+    #[inline]
     pub fn try_withdraw(&self) -> bool {
         let mut cur = self.balance.load(Ordering::Relaxed);
         loop {
@@ -210,6 +213,7 @@ impl TokenBucket {
     }
 
     /// The current balance in tokens.
+    #[inline]
     pub fn balance(&self) -> f64 {
         self.balance.load(Ordering::Relaxed) as f64 / UNIT as f64
     }
