@@ -211,7 +211,35 @@ impl<P> ShedBuilder<P> {
     }
 
     /// Adds a partition `name` guaranteed `share` of the limit (in `(0, 1]`; shares add up to
-    /// at most 1). Declare the most important class first and best effort last.
+    /// at most 1). Declare the most important class first and best effort last: requests whose
+    /// class matches no partition go to the last one.
+    ///
+    /// # How shares work
+    ///
+    /// The total in flight never exceeds the limit. A partition below its guaranteed share
+    /// (`⌊share · limit⌋`, at least 1) is admitted whenever the total is below the limit. Above
+    /// its share a partition *borrows*: it is admitted only if the total stays within the
+    /// limit minus the unused shares of the other partitions that are active (have requests
+    /// in flight, or had one turned away in the last [`claim_ttl`](Self::claim_ttl)). So best
+    /// effort may use capacity critical traffic leaves idle, but as soon as critical traffic
+    /// needs its share, best effort is the one shed, and permits freed by best-effort requests
+    /// go to critical ones.
+    ///
+    /// ```
+    /// use tower_shed::ShedLayer;
+    /// use tower_shed::limit::Vegas;
+    ///
+    /// let layer = ShedLayer::builder(Vegas::default())
+    ///     .partition("critical", 0.8)
+    ///     .partition("best_effort", 0.2)
+    ///     // Requests here are paths; with HTTP, look at the request's headers or URI instead.
+    ///     .partition_with(|path: &&'static str| {
+    ///         if path.starts_with("/checkout") { "critical" } else { "best_effort" }
+    ///     })
+    ///     .build()
+    ///     .unwrap();
+    /// # let _ = layer;
+    /// ```
     pub fn partition(mut self, name: impl Into<String>, share: f64) -> Self {
         self.partitions.push((name.into(), share));
         self
