@@ -70,50 +70,24 @@ trait Driver: Clone + Send + 'static {
     fn run(&mut self, n: u64) -> impl std::future::Future<Output = ()>;
 }
 
-async fn drive<S>(svc: &mut S, n: u64)
+/// Any tower service: ready, call, await.
+#[derive(Clone)]
+struct Svc<S>(S);
+
+impl<S> Driver for Svc<S>
 where
-    S: Service<u64, Response = u64>,
+    S: Service<u64, Response = u64> + Clone + Send + 'static,
     S::Error: std::fmt::Debug,
 {
-    for i in 0..n {
-        poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
-        black_box(svc.call(i).await.unwrap());
-    }
-}
-
-#[derive(Clone)]
-struct Baseline(Echo);
-impl Driver for Baseline {
     async fn run(&mut self, n: u64) {
-        drive(&mut self.0, n).await
-    }
-}
-
-#[derive(Clone)]
-struct Damper(tower_breaker::Breaker<Echo>);
-impl Driver for Damper {
-    async fn run(&mut self, n: u64) {
-        drive(&mut self.0, n).await
-    }
-}
-
-#[derive(Clone)]
-struct DamperGate(tower_breaker::Breaker<Echo>);
-impl Driver for DamperGate {
-    async fn run(&mut self, n: u64) {
-        drive(&mut self.0, n).await
+        for i in 0..n {
+            poll_fn(|cx| self.0.poll_ready(cx)).await.unwrap();
+            black_box(self.0.call(i).await.unwrap());
+        }
     }
 }
 
 type KeyFn = fn(&u64) -> u8;
-
-#[derive(Clone)]
-struct DamperKeyed(tower_breaker::KeyedBreaker<Echo, u8, KeyFn>);
-impl Driver for DamperKeyed {
-    async fn run(&mut self, n: u64) {
-        drive(&mut self.0, n).await
-    }
-}
 
 #[derive(Clone)]
 struct Failsafe(
@@ -147,20 +121,20 @@ impl Driver for Recloser {
     }
 }
 
-#[derive(Clone)]
-struct Resilience(
+type Resilience = Svc<
     tower_resilience::circuitbreaker::CircuitBreaker<
         EchoE,
         tower_resilience::circuitbreaker::DefaultClassifier,
     >,
-);
-impl Driver for Resilience {
-    async fn run(&mut self, n: u64) {
-        drive(&mut self.0, n).await
-    }
-}
+>;
 
-fn drivers() -> (Baseline, Damper, Failsafe, Recloser, Resilience) {
+fn drivers() -> (
+    Svc<Echo>,
+    Svc<tower_breaker::Breaker<Echo>>,
+    Failsafe,
+    Recloser,
+    Resilience,
+) {
     let damper = BreakerLayer::new(BreakerConfig::default()).layer(Echo);
     let failsafe = failsafe::Config::new().build();
     let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
@@ -169,11 +143,11 @@ fn drivers() -> (Baseline, Damper, Failsafe, Recloser, Resilience) {
         .unwrap()
         .layer_fn(EchoE);
     (
-        Baseline(Echo),
-        Damper(damper),
+        Svc(Echo),
+        Svc(damper),
         Failsafe(failsafe, EchoE),
         Recloser(recloser, EchoE),
-        Resilience(resilience),
+        Svc(resilience),
     )
 }
 
@@ -237,8 +211,8 @@ fn bench(c: &mut Criterion) {
     let keyed = tower_breaker::KeyedBreakerLayer::new(BreakerConfig::default(), key).layer(Echo);
     one_task(c, "baseline", base.clone());
     one_task(c, "damper", damper.clone());
-    one_task(c, "damper_gate", DamperGate(gate));
-    one_task(c, "damper_keyed", DamperKeyed(keyed));
+    one_task(c, "damper_gate", Svc(gate));
+    one_task(c, "damper_keyed", Svc(keyed));
     one_task(c, "failsafe", failsafe.clone());
     one_task(c, "recloser", recloser.clone());
     one_task(c, "tower_resilience", resilience.clone());

@@ -25,6 +25,34 @@ fn fail() -> Outcome {
     Outcome::Failure(Failure::retryable(FailureKind::Error))
 }
 
+/// A policy with `probes` probe slots, tripped at `t0`; returns it and a time after the open
+/// period.
+fn tripped(probes: u32, t0: Instant) -> (Arc<Policy>, Instant) {
+    let config = BreakerConfig::builder()
+        .consecutive_failures(1)
+        .probes(probes)
+        .open_jitter(0.0)
+        .stripes(1)
+        .build()
+        .unwrap();
+    let p = Arc::new(Policy::new(&config, t0));
+    let permit = p.try_admit_closed().unwrap();
+    assert!(matches!(
+        p.on_outcome(permit, &fail(), t0, 0),
+        Effect::Transition(_)
+    ));
+    (p, t0 + Duration::from_secs(6))
+}
+
+/// Joins threads answering yes or no; how many said yes.
+fn yes(threads: Vec<thread::JoinHandle<bool>>) -> usize {
+    threads
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .filter(|&y| y)
+        .count()
+}
+
 /// Two recorders rotate the same slot to a new epoch while a reader sums it: the old epoch's
 /// counts never show up in the new one, and no sample is lost.
 #[test]
@@ -89,32 +117,14 @@ fn loom_shared_stripe_loses_nothing() {
 #[test]
 fn loom_one_probe_admitted() {
     loom::model(|| {
-        let t0 = Instant::now();
-        let config = BreakerConfig::builder()
-            .consecutive_failures(1)
-            .open_jitter(0.0)
-            .stripes(1)
-            .build()
-            .unwrap();
-        let p = Arc::new(Policy::new(&config, t0));
-        let permit = p.try_admit_closed().unwrap();
-        assert!(matches!(
-            p.on_outcome(permit, &fail(), t0, 0),
-            Effect::Transition(_)
-        ));
-        let later = t0 + Duration::from_secs(6);
+        let (p, later) = tripped(1, Instant::now());
         let racers: Vec<_> = (0..2)
             .map(|_| {
                 let p = p.clone();
                 thread::spawn(move || matches!(p.admit(later).0, Admission::Admitted(_)))
             })
             .collect();
-        let admitted = racers
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|&a| a)
-            .count();
-        assert_eq!(admitted, 1);
+        assert_eq!(yes(racers), 1);
         assert_eq!(p.state(), State::HalfOpen);
         assert_eq!(p.transitions(), 2);
     });
@@ -144,12 +154,7 @@ fn loom_concurrent_failures_trip_once() {
                 })
             })
             .collect();
-        let trips = threads
-            .into_iter()
-            .map(|t| t.join().unwrap())
-            .filter(|&t| t)
-            .count();
-        assert_eq!(trips, 1);
+        assert_eq!(yes(threads), 1);
         assert_eq!(p.state(), State::Open);
         assert_eq!(p.transitions(), 1);
     });
@@ -160,18 +165,7 @@ fn loom_concurrent_failures_trip_once() {
 #[test]
 fn loom_probe_failure_races_a_dropped_probe() {
     loom::model(|| {
-        let t0 = Instant::now();
-        let config = BreakerConfig::builder()
-            .consecutive_failures(1)
-            .probes(2)
-            .open_jitter(0.0)
-            .stripes(1)
-            .build()
-            .unwrap();
-        let p = Arc::new(Policy::new(&config, t0));
-        let permit = p.try_admit_closed().unwrap();
-        p.on_outcome(permit, &fail(), t0, 0);
-        let later = t0 + Duration::from_secs(6);
+        let (p, later) = tripped(2, Instant::now());
         let Admission::Admitted(a) = p.admit(later).0 else {
             panic!("first probe")
         };
