@@ -125,6 +125,13 @@ impl<M> ServerStack<M> {
             None
         };
         let d = &cfg.deadline;
+        if d.max.is_some_and(|m| m.is_zero()) {
+            return Err(field_err(
+                "server.deadline",
+                "max",
+                "must be greater than zero",
+            ));
+        }
         let deadline = if d.enabled {
             let mut b = DeadlineLayer::builder().name(name.clone()).propagate(false);
             if self.grpc_timeout {
@@ -133,10 +140,15 @@ impl<M> ServerStack<M> {
             if let Some(t) = d.default {
                 b = b.timeout(t);
             }
-            Some(
-                b.build()
-                    .map_err(|e| field_err("server.deadline", e.field(), e.reason()))?,
-            )
+            Some(b.build().map_err(|e| {
+                // Name the config keys, not the builder's knobs.
+                let field = match e.field() {
+                    "timeout" => "default",
+                    "accept_grpc_timeout" => "max",
+                    other => other,
+                };
+                field_err("server.deadline", field, e.reason())
+            })?)
         } else {
             None
         };

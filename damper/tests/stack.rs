@@ -221,6 +221,8 @@ fn invalid_server_values_name_the_field() {
             "[limit]\nalgorithm = \"fixed\"\nmax = 0",
             "server.limit.max",
         ),
+        ("[deadline]\ndefault = \"0s\"", "server.deadline.default"),
+        ("[deadline]\nmax = \"0s\"", "server.deadline.max"),
         (
             "[[partitions]]\nname = \"critical\"\nshare = 1.5",
             "server.partitions[0].share",
