@@ -93,6 +93,9 @@ pub const DEFAULT_RATIO: f64 = 0.1;
 pub const DEFAULT_MAX_TOKENS: f64 = 10.0;
 /// The default floor of extra attempts per second.
 pub const DEFAULT_MIN_PER_SEC: f64 = 10.0;
+/// The smallest non-zero floor: one extra attempt a day. A slower floor is no floor at all, and
+/// its period (`1 / min_per_sec`) would not fit a `Duration` below about 5.4e-20.
+const MIN_FLOOR_PER_SEC: f64 = 1.0 / 86_400.0;
 
 fn nanos_since(base: Instant, now: Instant) -> u64 {
     u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
@@ -248,8 +251,8 @@ impl RetryBudgetBuilder {
         self
     }
 
-    /// Extra attempts per second allowed whatever the traffic, in `[0, 1e6]`; 0 disables the
-    /// floor. Default 10.
+    /// Extra attempts per second allowed whatever the traffic: 0 disables the floor, otherwise
+    /// in `[1/86400, 1e6]` (from one attempt a day to a million a second). Default 10.
     pub fn min_per_sec(mut self, min_per_sec: f64) -> Self {
         self.config.min_per_sec = min_per_sec;
         self
@@ -306,14 +309,22 @@ impl RetryBudget {
         let bucket = TokenBucket::new(config.ratio, config.max_tokens, config.initial)
             .map_err(|e| ConfigError::new(e.field(), e.reason()))?;
         let m = config.min_per_sec;
-        if !(m.is_finite() && (0.0..=1e6).contains(&m)) {
-            return Err(ConfigError::new("min_per_sec", "must be in [0, 1e6]"));
+        // 0 turns the floor off; otherwise at least one attempt a day, so the floor's period
+        // (1 / m) is a day at most and always fits a `Duration`.
+        if !(m == 0.0 || (m.is_finite() && (MIN_FLOOR_PER_SEC..=1e6).contains(&m))) {
+            return Err(ConfigError::new(
+                "min_per_sec",
+                "must be 0 or in [1/86400, 1e6] (at least one attempt a day)",
+            ));
         }
         let burst = NonZeroU32::new(config.floor_burst)
             .ok_or(ConfigError::new("floor_burst", "must be at least 1"))?;
         let floor = if m > 0.0 {
             let quota = Quota::with_period(Duration::from_secs_f64(1.0 / m))
-                .ok_or(ConfigError::new("min_per_sec", "must be in [0, 1e6]"))?
+                .ok_or(ConfigError::new(
+                    "min_per_sec",
+                    "must be 0 or in [1/86400, 1e6] (at least one attempt a day)",
+                ))?
                 .allow_burst(burst);
             Some(RateLimiter::direct_with_clock(quota, TokioClock::new(now)))
         } else {
@@ -494,6 +505,14 @@ mod tests {
             (RetryBudget::builder().min_per_sec(-1.0), "min_per_sec"),
             (RetryBudget::builder().min_per_sec(f64::NAN), "min_per_sec"),
             (RetryBudget::builder().min_per_sec(2e6), "min_per_sec"),
+            // Regression: a tiny positive floor used to panic in `Duration::from_secs_f64(1 / m)`.
+            (RetryBudget::builder().min_per_sec(1e-300), "min_per_sec"),
+            (RetryBudget::builder().min_per_sec(1e-20), "min_per_sec"),
+            (
+                RetryBudget::builder().min_per_sec(f64::MIN_POSITIVE),
+                "min_per_sec",
+            ),
+            (RetryBudget::builder().min_per_sec(1e-6), "min_per_sec"),
             (RetryBudget::builder().floor_burst(0), "floor_burst"),
             (RetryBudget::builder().ttl(Duration::ZERO), "ttl"),
             (
@@ -506,6 +525,13 @@ mod tests {
         }
         assert!(RetryBudget::builder().min_per_sec(0.0).build().is_ok());
         assert!(RetryBudget::builder().min_per_sec(0.5).build().is_ok());
+        // One attempt a day is the slowest floor; its interval is exactly a day.
+        let daily = RetryBudget::builder()
+            .min_per_sec(1.0 / 86_400.0)
+            .build()
+            .unwrap();
+        let interval = daily.floor_interval().unwrap();
+        assert!(interval.abs_diff(Duration::from_secs(86_400)) < Duration::from_micros(1));
     }
 
     #[test]
