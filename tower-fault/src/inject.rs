@@ -69,9 +69,12 @@ mod http_impl {
             }
         }
 
-        /// 503 Service Unavailable with `Retry-After` in whole seconds (rounded up).
+        /// 503 Service Unavailable with `Retry-After` in whole seconds (rounded up, saturating
+        /// at `u64::MAX` seconds for `Duration::MAX`).
         pub fn service_unavailable(retry_after: Duration) -> Self {
-            let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+            let secs = retry_after
+                .as_secs()
+                .saturating_add(u64::from(retry_after.subsec_nanos() > 0));
             Self::new(StatusCode::SERVICE_UNAVAILABLE).header(RETRY_AFTER, HeaderValue::from(secs))
         }
 

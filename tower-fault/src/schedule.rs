@@ -3,6 +3,11 @@
 use crate::spec::{ConfigError, FaultSpec};
 use std::time::Duration;
 
+/// The most intervals a [`Schedule`] may hold. A schedule is a plan for an experiment, not a
+/// data structure to grow without bound: [`ScheduleBuilder::alternating`] with nanosecond
+/// phases over a long span would otherwise try to allocate billions of intervals.
+pub const MAX_INTERVALS: usize = 100_000;
+
 /// Fault intervals measured from a start instant: `[from, until)` → spec.
 ///
 /// Intervals may not overlap. Outside every interval nothing is injected (unless a
@@ -75,6 +80,8 @@ impl Schedule {
 #[derive(Debug, Clone, Default)]
 pub struct ScheduleBuilder {
     intervals: Vec<Interval>,
+    /// The first error found while adding intervals, returned by `build`.
+    error: Option<ConfigError>,
 }
 
 impl ScheduleBuilder {
@@ -86,6 +93,10 @@ impl ScheduleBuilder {
 
     /// Alternates `spec` for `on`, then nothing for `off`, from `from` until `until` (a
     /// flapping dependency). A zero `on` or `off` adds nothing.
+    ///
+    /// Any durations are accepted, up to `Duration::MAX`; phases that would run past it end
+    /// there. If the schedule would then hold more than [`MAX_INTERVALS`] intervals, nothing is
+    /// added and [`build`](Self::build) fails naming `schedule.alternating`.
     pub fn alternating(
         mut self,
         from: Duration,
@@ -94,24 +105,49 @@ impl ScheduleBuilder {
         off: Duration,
         spec: FaultSpec,
     ) -> Self {
-        if on.is_zero() || off.is_zero() {
+        if on.is_zero() || off.is_zero() || from >= until || self.error.is_some() {
+            return self;
+        }
+        // Phases start at `from + k × (on + off)` while before `until`: count them before
+        // allocating anything.
+        let period = on.saturating_add(off).as_nanos();
+        let count = (until - from).as_nanos().div_ceil(period);
+        let room = MAX_INTERVALS.saturating_sub(self.intervals.len());
+        if count > room as u128 {
+            self.error = Some(ConfigError::new(
+                "schedule.alternating",
+                "would make more than 100000 intervals (lengthen on/off or shorten the span)",
+            ));
             return self;
         }
         let mut t = from;
         while t < until {
-            let end = (t + on).min(until);
+            let end = t.saturating_add(on).min(until);
             self.intervals.push(Interval {
                 from: t,
                 until: end,
                 spec,
             });
-            t = end + off;
+            match end.checked_add(off) {
+                Some(next) => t = next,
+                None => break, // the next phase would start after Duration::MAX
+            }
         }
         self
     }
 
-    /// Checks the intervals (each non-empty with a valid spec, none overlapping) and sorts them.
+    /// Checks the intervals (each non-empty with a valid spec, none overlapping, at most
+    /// [`MAX_INTERVALS`] of them) and sorts them.
     pub fn build(mut self) -> Result<Schedule, ConfigError> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        if self.intervals.len() > MAX_INTERVALS {
+            return Err(ConfigError::new(
+                "schedule",
+                "must hold at most 100000 intervals",
+            ));
+        }
         for i in &self.intervals {
             if i.until <= i.from {
                 return Err(ConfigError::new(
@@ -172,6 +208,57 @@ mod tests {
         assert!(sched.spec_at(s(19)).is_some());
         assert!(sched.spec_at(s(20)).is_none());
         assert_eq!(sched.end(), s(20));
+    }
+
+    #[test]
+    fn alternating_up_to_duration_max_does_not_overflow() {
+        // Regression: `t + on` and `end + off` overflowed past Duration::MAX.
+        let max = Duration::MAX;
+        let sched = Schedule::builder()
+            .alternating(Duration::ZERO, max, max, s(1), FaultSpec::outage())
+            .build()
+            .unwrap();
+        assert_eq!(sched.intervals().count(), 1);
+        assert_eq!(sched.end(), max);
+        assert!(sched.spec_at(max - s(1)).is_some());
+        // An off phase reaching past MAX ends the flapping after its on phase.
+        let sched = Schedule::builder()
+            .alternating(max - s(10), max, s(2), max, FaultSpec::outage())
+            .build()
+            .unwrap();
+        let spans: Vec<_> = sched.intervals().map(|(f, u, _)| (f, u)).collect();
+        assert_eq!(spans, vec![(max - s(10), max - s(8))]);
+    }
+
+    #[test]
+    fn alternating_with_too_many_phases_is_rejected() {
+        // Regression: on = off = 1 ns up to Duration::MAX tried to build ~2^63 intervals.
+        let ns = Duration::from_nanos(1);
+        let e = Schedule::builder()
+            .alternating(Duration::ZERO, Duration::MAX, ns, ns, FaultSpec::outage())
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "schedule.alternating");
+        // Exactly MAX_INTERVALS phases fit; one more does not, counting intervals already there.
+        let n = MAX_INTERVALS as u32;
+        let ok = Schedule::builder()
+            .alternating(Duration::ZERO, ns * 2 * n, ns, ns, FaultSpec::outage())
+            .build()
+            .unwrap();
+        assert_eq!(ok.intervals().count(), MAX_INTERVALS);
+        let e = Schedule::builder()
+            .between(ns * 2 * n, ns * 2 * n + s(1), FaultSpec::outage())
+            .alternating(Duration::ZERO, ns * 2 * n, ns, ns, FaultSpec::outage())
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "schedule.alternating");
+        let e = (0..=n)
+            .fold(Schedule::builder(), |b, k| {
+                b.between(s(k.into()), s(k.into()) + ns, FaultSpec::outage())
+            })
+            .build()
+            .unwrap_err();
+        assert_eq!(e.field(), "schedule");
     }
 
     proptest! {

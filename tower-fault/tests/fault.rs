@@ -245,6 +245,18 @@ mod http_faults {
         let res = svc.oneshot(http::Request::new(())).await.unwrap();
         assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
     }
+
+    /// Regression: rounding `Duration::MAX` up to whole seconds overflowed (a panic in debug,
+    /// `Retry-After: 0` in release). It saturates at `u64::MAX` seconds.
+    #[test]
+    fn retry_after_of_duration_max_saturates() {
+        let inject = HttpResponseInjector::service_unavailable(Duration::MAX);
+        let res: Response<String> = tower_fault::Inject::inject(&inject, FaultKind::Error).unwrap();
+        assert_eq!(res.headers()["retry-after"], u64::MAX.to_string().as_str());
+        let whole = HttpResponseInjector::service_unavailable(Duration::from_secs(u64::MAX));
+        let res: Response<String> = tower_fault::Inject::inject(&whole, FaultKind::Error).unwrap();
+        assert_eq!(res.headers()["retry-after"], u64::MAX.to_string().as_str());
+    }
 }
 
 #[tokio::test(start_paused = true)]
