@@ -332,6 +332,36 @@ mod loom_tests {
         });
     }
 
+    /// Batches larger than the limit, two rounds per thread: reclaiming idle slots from the
+    /// other shard never lets two requests hold the single slot.
+    #[test]
+    fn loom_reclaim_never_over_admits() {
+        loom::model(|| {
+            let pool = Arc::new(Shards::new(1, 2, 4));
+            let held = Arc::new(AtomicUsize::new(0));
+            let threads: Vec<_> = (0..2)
+                .map(|i| {
+                    let (pool, held) = (pool.clone(), held.clone());
+                    loom::thread::spawn(move || {
+                        for _ in 0..2 {
+                            if pool.acquire(i) {
+                                assert_eq!(held.fetch_add(1, Ordering::SeqCst), 0);
+                                held.fetch_sub(1, Ordering::SeqCst);
+                                pool.release(i);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+            assert_eq!(pool.in_flight(), 0);
+            assert!(pool.acquire(0));
+            assert!(!pool.acquire(1));
+        });
+    }
+
     /// A limit cut racing with admissions: once everything is released, exactly the new
     /// limit can be taken.
     #[test]
