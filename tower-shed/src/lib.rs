@@ -75,10 +75,14 @@
 //!
 //! # How the limit is updated without slowing admission
 //!
-//! Admission reads the limit with one relaxed atomic load. Measured requests, when they
-//! complete, feed the algorithm behind a mutex that is only ever `try_lock`ed: one updater at a
-//! time, and a completion that finds it busy skips its sample instead of waiting. The admit and
-//! reject paths never touch it.
+//! Admission never looks at the algorithm: it reads the published limit (or takes a slot of
+//! the pool the limit sizes). One request in [`DEFAULT_SAMPLE_EVERY`] is measured (two clock
+//! reads, the costliest part of a measured request) and, when it completes, feeds the algorithm
+//! behind a mutex that is only ever `try_lock`ed: one updater at a time, and a completion that
+//! finds it busy skips its sample instead of waiting. Each sample stands for the requests it
+//! represents ([`limit::Sample::weight`]), so the algorithms keep their per-RTT behaviour;
+//! dropped requests (timeouts, overload answers) are always fed. The admit and reject paths
+//! never touch the mutex.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(no_crate_inject, attr(deny(warnings, rust_2018_idioms))))]
 #![forbid(unsafe_code)]
