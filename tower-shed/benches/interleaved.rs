@@ -136,8 +136,9 @@ fn main() {
         )),
         Box::new(C("shed_vegas", ShedLayer::new(Vegas::default()).layer(Ok1))),
     ];
-    let rounds = 21;
-    let n = 1_000_000;
+    // `cargo bench` passes `--bench`; under `cargo test --all-targets` run a quick smoke test.
+    let bench = std::env::args().any(|a| a == "--bench");
+    let (rounds, n) = if bench { (21, 1_000_000) } else { (1, 1_000) };
     let mut one = vec![Vec::new(); cases.len()];
     let mut two = vec![Vec::new(); cases.len()];
     let mut ratio = vec![Vec::new(); cases.len()];
