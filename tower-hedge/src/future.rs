@@ -237,11 +237,18 @@ where
                 Fire::NotReady | Fire::BudgetDenied => true,
                 Fire::Deadline => false,
             };
-            match this.armed.as_mut() {
-                Some(armed) if next && armed.left > 0 => {
-                    armed.at = now + armed.delay;
+            // The next hedge is one delay later, unless that is past the clock's range (as in
+            // `Hedge::call`, a delay that far away is never reached: nothing more is armed).
+            let again = this
+                .armed
+                .as_mut()
+                .filter(|armed| next && armed.left > 0)
+                .and_then(|armed| Some((now.checked_add(armed.delay)?, armed)));
+            match again {
+                Some((at, armed)) => {
+                    armed.at = at;
                     if let Some(sleep) = this.sleep.as_mut().as_pin_mut() {
-                        sleep.reset(armed.at);
+                        sleep.reset(at);
                     }
                 }
                 _ => {

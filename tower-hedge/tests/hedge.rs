@@ -312,6 +312,47 @@ async fn hedges_beyond_the_first_go_out_one_delay_apart() {
     assert_eq!((s.hedges_sent, s.hedges_won), (2, 1));
 }
 
+/// How many whole seconds the clock can still move forward from `now`.
+fn seconds_left(now: Instant) -> u64 {
+    let (mut lo, mut hi) = (0u64, u64::MAX);
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if now.checked_add(Duration::from_secs(mid)).is_some() {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// Regression: re-arming the timer for the next hedge added the delay to the clock unchecked
+/// (the first arming already used `checked_add`), so a delay the clock could reach once but not
+/// twice panicked. Now no further hedge is armed when its instant is past the clock's range.
+#[tokio::test(start_paused = true)]
+async fn a_hedge_delay_past_the_clocks_range_stops_rearming_without_a_panic() {
+    let delay = Duration::from_secs(100);
+    let (mut svc, mut handle, stats, _) = setup(warm().fixed_delay(delay).max_hedges(2)).await;
+    // Move the clock (with no timer pending, so tokio does not walk its wheel) to 150 s before
+    // the end of its range: the first hedge can be armed, a second one delay later cannot.
+    // (That far out tokio's timer ticks saturate, so a timer fires as soon as it is polled:
+    // the future is first polled once the clock has reached the hedge's instant.)
+    time::advance(Duration::from_secs(seconds_left(Instant::now()) - 150)).await;
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call("a"));
+    let _primary = assert_request_eq!(handle, "a");
+    time::advance(delay).await;
+    assert!(Instant::now().checked_add(delay).is_none());
+    assert_pending!(fut.poll());
+    let hedge = assert_request_eq!(handle, "a");
+    time::advance(Duration::from_secs(40)).await;
+    assert_pending!(fut.poll());
+    assert_pending!(handle.poll_request());
+    hedge.send_response("hedge");
+    assert_eq!(assert_ready_ok!(fut.poll()), "hedge");
+    assert_eq!(stats.stats().hedges_sent, 1);
+}
+
 /// A request that counts its clones and may carry a deadline.
 #[derive(Debug)]
 struct Req {
