@@ -6,6 +6,10 @@
 //! into the shared histogram, and the time reported per iteration is wall time divided by the
 //! total, so perfect scaling halves the one-thread figure.
 //!
+//! The `record cpu` group repeats the one-thread figures in the recording thread's CPU time
+//! (`CLOCK_THREAD_CPUTIME_ID`), which time spent descheduled on a shared machine does not
+//! inflate.
+//!
 //! ```text
 //! cargo bench -p damper-core --bench histogram -- --warm-up-time 1 --measurement-time 3
 //! ```
@@ -119,6 +123,43 @@ fn record(c: &mut Criterion) {
     g.finish();
 }
 
+/// The calling thread's CPU time.
+fn thread_cpu() -> Duration {
+    let ts = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// One-thread recording measured in thread CPU time, so a loaded machine does not inflate it.
+fn record_cpu(c: &mut Criterion) {
+    let values = latencies();
+    let now = Instant::now();
+    let mut g = c.benchmark_group("record cpu");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("damper/1 thread", |b| {
+        let h = LatencyHistogram::new(now);
+        let mut it = values.iter().cycle();
+        b.iter_custom(|iters| {
+            let t0 = thread_cpu();
+            for _ in 0..iters {
+                h.record(Duration::from_nanos(*it.next().unwrap()), black_box(now));
+            }
+            thread_cpu() - t0
+        });
+    });
+    g.bench_function("hdrhistogram+mutex/1 thread", |b| {
+        let h = Mutex::new(hdr());
+        let mut it = values.iter().cycle();
+        b.iter_custom(|iters| {
+            let t0 = thread_cpu();
+            for _ in 0..iters {
+                h.lock().unwrap().saturating_record(*it.next().unwrap());
+            }
+            thread_cpu() - t0
+        });
+    });
+    g.finish();
+}
+
 fn read(c: &mut Criterion) {
     let values = latencies();
     let now = Instant::now();
@@ -146,5 +187,5 @@ fn read(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, record, read);
+criterion_group!(benches, record, record_cpu, read);
 criterion_main!(benches);
