@@ -210,6 +210,21 @@ fn cases(c: &mut Criterion) {
             .unwrap()
             .layer(Echo)
     });
+    case(c, "damper_retry_budget", || {
+        let budget = damper::retry_budget::RetryBudget::builder()
+            .build()
+            .unwrap();
+        damper::retry_budget::RetryLayer::builder(budget)
+            .replay(damper::retry_budget::CloneAll::default())
+            .build()
+            .unwrap()
+            .layer(Echo)
+    });
+    // The whole client stack as the facade wires it (deadline off; retry, hedge, breaker and
+    // adaptive timeout on).
+    case(c, "damper_client_stack", || {
+        damper::ClientStack::new().build().unwrap().layer(Echo)
+    });
 }
 
 /// A cloneable wrapper that builds a fresh `tower::hedge::Hedge` per clone (it is not `Clone`).
