@@ -221,6 +221,8 @@ fn invalid_server_values_name_the_field() {
             "[limit]\nalgorithm = \"fixed\"\nmax = 0",
             "server.limit.max",
         ),
+        // Found by fuzzing: a queue this long used to be allocated up front and abort.
+        ("[limit]\nqueue = 5555555555510", "server.limit.queue"),
         ("[deadline]\ndefault = \"0s\"", "server.deadline.default"),
         ("[deadline]\nmax = \"0s\"", "server.deadline.max"),
         (

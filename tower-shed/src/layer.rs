@@ -36,6 +36,9 @@ where
     }
 }
 
+/// The largest queue capacity a builder accepts.
+pub const MAX_QUEUE: usize = 1_000_000;
+
 /// Applies [`Shed`] to services. See the [crate docs](crate) for an example.
 ///
 /// Cloning this layer does not create a new limiter: every service it builds, and every clone,
@@ -279,6 +282,12 @@ impl<P> ShedBuilder<P> {
         if let Some(q) = &self.queue {
             if q.capacity == 0 {
                 return Err(ConfigError::new("queue", "capacity must be at least 1"));
+            }
+            if q.capacity > MAX_QUEUE {
+                return Err(ConfigError::new(
+                    "queue",
+                    "capacity must be at most 1,000,000 (a queue that long is not a queue)",
+                ));
             }
             if q.target.is_zero() {
                 return Err(ConfigError::new("codel_target", "must be positive"));

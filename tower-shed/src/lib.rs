@@ -105,5 +105,5 @@ pub mod grpc;
 pub mod http;
 
 pub use crate::handle::ShedHandle;
-pub use crate::layer::{DEFAULT_SAMPLE_EVERY, Partitioner, ShedBuilder, ShedLayer};
+pub use crate::layer::{DEFAULT_SAMPLE_EVERY, MAX_QUEUE, Partitioner, ShedBuilder, ShedLayer};
 pub use crate::service::Shed;

@@ -236,7 +236,8 @@ impl Limiter {
                 interval: q.interval,
                 #[allow(clippy::disallowed_types)]
                 state: std::sync::Mutex::new(QueueState {
-                    entries: VecDeque::with_capacity(q.capacity),
+                    // Grows on demand: the capacity is a bound, not a reservation.
+                    entries: VecDeque::with_capacity(q.capacity.min(64)),
                     codel: CoDel::new(q.target, q.interval, q.adaptive_lifo, now),
                 }),
             }),
