@@ -364,9 +364,10 @@ impl<C, R, E> ClientStack<C, R, E> {
             if let Some(v) = c.failure_rate {
                 b = b.failure_rate(v);
             }
-            if let Some(v) = c.consecutive_failures {
-                b = b.consecutive_failures(v);
-            }
+            b = b.consecutive_failures(
+                c.consecutive_failures
+                    .unwrap_or(crate::config::DEFAULT_CONSECUTIVE_FAILURES),
+            );
             if let Some(v) = c.open_min {
                 b = b.open_min(v);
             }

@@ -60,6 +60,8 @@
 //! - **local rejections are final**: an open breaker or a full client limit is never retried
 //!   against the same dependency; server overload signals (429/503 with `Retry-After`,
 //!   `RESOURCE_EXHAUSTED`, pushback) delay or stop retries and lengthen the breaker's open period;
+//! - **fast trips**: the breaker trips on its failure rate over the window or on 20
+//!   consecutive failures, so a dependency that goes hard down is cut off within 20 calls;
 //! - **retries never queue**: a retry is sent only if the inner service is ready now.
 //!
 //! Every layer can be switched off or tuned ([`ClientStack::configure`], [`config`]), and the

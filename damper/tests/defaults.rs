@@ -1,0 +1,53 @@
+//! The client stack's breaker defaults, on in-process services in paused time: it trips fast
+//! on a dependency that goes down.
+
+use damper::breaker::State;
+use damper::{BoxError, ClientStack};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tower::{Service, ServiceBuilder, ServiceExt};
+
+/// A backend whose call number `k` fails when `fails(k)`; counts calls.
+fn backend(
+    calls: Arc<AtomicU64>,
+    fails: impl Fn(u64) -> bool + Clone + Send + 'static,
+) -> impl Service<u32, Response = u32, Error = BoxError, Future: Send> + Clone {
+    tower::service_fn(move |n: u32| {
+        let k = calls.fetch_add(1, Ordering::Relaxed);
+        let fail = fails(k);
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            if fail {
+                Err::<u32, BoxError>("failed".into())
+            } else {
+                Ok(n)
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dependency_that_goes_down_after_a_healthy_window_trips_within_the_run_limit() {
+    let calls = Arc::new(AtomicU64::new(0));
+    // Healthy for 2,000 calls (20 s, two full windows), then down.
+    let layer = ClientStack::new()
+        .hedging(false)
+        .retries(false)
+        .seed(5)
+        .build()
+        .unwrap();
+    let handles = layer.handles().clone();
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(backend(calls.clone(), |k| k >= 2_000));
+    for i in 0..2_200u32 {
+        let _ = svc.ready().await.unwrap().call(i).await;
+        tokio::time::advance(Duration::from_millis(5)).await;
+    }
+    // The failure rate alone would need about as many failures as the window holds successes;
+    // the run of consecutive failures trips the breaker at the 20th.
+    let failed = calls.load(Ordering::Relaxed) - 2_000;
+    assert_eq!(failed, damper::config::DEFAULT_CONSECUTIVE_FAILURES);
+    assert_eq!(handles.breaker().unwrap().state(), State::Open);
+}
