@@ -54,12 +54,14 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// The `503 Service Unavailable` response for a rejection: `Retry-After` is the hint in whole
-/// seconds, rounded up (absent if the rejection has no hint).
+/// seconds, rounded up and saturating at `u64::MAX` (absent if the rejection has no hint).
 pub fn overloaded_response<B: Default>(err: &Overloaded) -> Response<B> {
     let mut res = Response::new(B::default());
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     if let Some(after) = err.retry_after() {
-        let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
+        let secs = after
+            .as_secs()
+            .saturating_add(u64::from(after.subsec_nanos() > 0));
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(secs));
     }
@@ -247,5 +249,15 @@ mod tests {
         assert_eq!(res.headers()[header::RETRY_AFTER], "3");
         let res: Response<()> = overloaded_response(&Overloaded::new());
         assert!(!res.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn retry_after_of_duration_max_saturates() {
+        // Regression: rounding Duration::MAX up overflowed (a panic in debug, `0` in release).
+        let res: Response<()> = overloaded_response(&Overloaded::with_retry_after(Duration::MAX));
+        assert_eq!(
+            res.headers()[header::RETRY_AFTER],
+            u64::MAX.to_string().as_str()
+        );
     }
 }

@@ -11,6 +11,11 @@ use tower_layer::Layer;
 /// The default of [`ShedBuilder::sample_every`].
 pub const DEFAULT_SAMPLE_EVERY: u32 = 16;
 
+/// The upper bound on `codel_target`, `codel_interval` and `claim_ttl`: one day. No request
+/// should wait in a queue, nor a claim last, longer; and instants that far ahead stay well
+/// inside the clock's range.
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
 /// Picks a request's partition by name.
 ///
 /// `()` puts every request in one class; any `Fn(&Req) -> &'static str` works as a classifier.
@@ -174,8 +179,8 @@ impl<P> ShedBuilder<P> {
         self
     }
 
-    /// CoDel target: the wait allowed while a queue stands (default 5 ms). Turns queue mode on
-    /// (capacity 100) if [`queue`](Self::queue) was not called.
+    /// CoDel target: the wait allowed while a queue stands (default 5 ms), positive and at most
+    /// one day. Turns queue mode on (capacity 100) if [`queue`](Self::queue) was not called.
     pub fn codel_target(mut self, target: Duration) -> Self {
         self = self.ensure_queue();
         if let Some(q) = &mut self.queue {
@@ -185,8 +190,8 @@ impl<P> ShedBuilder<P> {
     }
 
     /// CoDel interval (default 100 ms): the longest any request waits, and how long a queue
-    /// may go without emptying before it counts as standing. Turns queue mode on (capacity 100)
-    /// if [`queue`](Self::queue) was not called.
+    /// may go without emptying before it counts as standing. At least the target and at most
+    /// one day. Turns queue mode on (capacity 100) if [`queue`](Self::queue) was not called.
     pub fn codel_interval(mut self, interval: Duration) -> Self {
         self = self.ensure_queue();
         if let Some(q) = &mut self.queue {
@@ -269,7 +274,7 @@ impl<P> ShedBuilder<P> {
     }
 
     /// How long a partition that was turned away below its guarantee keeps others from
-    /// borrowing its unused share (default 1 s).
+    /// borrowing its unused share (default 1 s), at most one day.
     pub fn claim_ttl(mut self, ttl: Duration) -> Self {
         self.claim_ttl = ttl;
         self
@@ -292,12 +297,24 @@ impl<P> ShedBuilder<P> {
             if q.target.is_zero() {
                 return Err(ConfigError::new("codel_target", "must be positive"));
             }
+            if q.target > MAX_WAIT {
+                return Err(ConfigError::new("codel_target", "must be at most one day"));
+            }
             if q.interval < q.target {
                 return Err(ConfigError::new(
                     "codel_interval",
                     "must be at least codel_target",
                 ));
             }
+            if q.interval > MAX_WAIT {
+                return Err(ConfigError::new(
+                    "codel_interval",
+                    "must be at most one day",
+                ));
+            }
+        }
+        if self.claim_ttl > MAX_WAIT {
+            return Err(ConfigError::new("claim_ttl", "must be at most one day"));
         }
         let mut total = 0.0;
         for (i, (name, share)) in self.partitions.iter().enumerate() {

@@ -441,8 +441,10 @@ impl Limiter {
         };
         self.rtt_ns.store(smoothed.max(1), Ordering::Relaxed);
         if let Some(min) = min_rtt {
-            self.min_rtt_ns
-                .store((min.as_nanos() as u64).max(1), Ordering::Relaxed);
+            self.min_rtt_ns.store(
+                u64::try_from(min.as_nanos()).unwrap_or(u64::MAX).max(1),
+                Ordering::Relaxed,
+            );
             self.metrics.min_rtt.set(min.as_secs_f64());
         }
         self.metrics.in_flight.set(self.in_flight() as f64);

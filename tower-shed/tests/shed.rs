@@ -496,4 +496,38 @@ fn invalid_builder_settings_name_the_field() {
         "partition"
     );
     assert_eq!(field(l().retry_after(MS * 2, MS).build()), "retry_after");
+    // Upper bounds (regressions: Duration::MAX was accepted, then overflowed an instant when a
+    // request was queued or a partition claimed its share).
+    const DAY: Duration = Duration::from_secs(86_400);
+    const NS: Duration = Duration::from_nanos(1);
+    assert_eq!(
+        field(l().codel_target(DAY + NS).codel_interval(DAY + NS).build()),
+        "codel_target"
+    );
+    assert_eq!(
+        field(
+            l().codel_target(Duration::MAX)
+                .codel_interval(Duration::MAX)
+                .build()
+        ),
+        "codel_target"
+    );
+    assert_eq!(
+        field(l().codel_interval(DAY + NS).build()),
+        "codel_interval"
+    );
+    assert_eq!(
+        field(l().codel_interval(Duration::MAX).build()),
+        "codel_interval"
+    );
+    assert_eq!(field(l().claim_ttl(DAY + NS).build()), "claim_ttl");
+    assert_eq!(field(l().claim_ttl(Duration::MAX).build()), "claim_ttl");
+    assert!(
+        l().codel_target(DAY)
+            .codel_interval(DAY)
+            .claim_ttl(DAY)
+            .build()
+            .is_ok()
+    );
+    assert!(l().claim_ttl(Duration::ZERO).build().is_ok());
 }

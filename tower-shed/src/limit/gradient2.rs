@@ -154,7 +154,10 @@ impl Limit for Gradient2 {
     }
 
     fn min_rtt(&self) -> Option<Duration> {
-        self.long.value().map(Duration::from_secs_f64)
+        // RTTs come from the caller: an average past `Duration::MAX` saturates there.
+        self.long
+            .value()
+            .map(|secs| Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX))
     }
 }
 
@@ -204,6 +207,24 @@ impl Ema {
 mod tests {
     use super::*;
     use crate::limit::sim::Backend;
+
+    #[test]
+    fn min_rtt_of_huge_samples_saturates() {
+        // Regression: the long average of Duration::MAX samples (rounded up past it as an f64)
+        // panicked in `Duration::from_secs_f64`.
+        let now = Instant::now();
+        let mut g = Gradient2::default();
+        for _ in 0..50 {
+            g.update(Sample::new(Duration::MAX, 10, false), now);
+        }
+        assert_eq!(g.min_rtt(), Some(Duration::MAX));
+        assert!(g.limit() >= 1);
+        // Ordinary samples bring it back down.
+        for _ in 0..2000 {
+            g.update(Sample::new(Duration::from_millis(10), 10, false), now);
+        }
+        assert!(g.min_rtt().unwrap() < Duration::from_secs(1));
+    }
 
     #[test]
     fn converges_backs_off_and_recovers() {
