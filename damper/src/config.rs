@@ -246,6 +246,11 @@ pub struct BreakerConfig {
     pub probes: Option<u32>,
     /// Fail fast or gate.
     pub mode: Option<BreakerModeConfig>,
+    /// Whether every server overload answer with pushback (429/503 with `Retry-After`,
+    /// `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`) counts as a failure. Default false:
+    /// they count only in a run of refusals with no healthy answer between them; see
+    /// [`BreakerView`](crate::BreakerView).
+    pub trip_on_pushback: bool,
 }
 
 impl Default for BreakerConfig {
@@ -261,6 +266,7 @@ impl Default for BreakerConfig {
             open_multiplier: None,
             probes: None,
             mode: None,
+            trip_on_pushback: false,
         }
     }
 }

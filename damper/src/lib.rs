@@ -59,7 +59,10 @@
 //!   an attempt, and every attempt timeout is capped by it;
 //! - **local rejections are final**: an open breaker or a full client limit is never retried
 //!   against the same dependency; server overload signals (429/503 with `Retry-After`,
-//!   `RESOURCE_EXHAUSTED`, pushback) delay or stop retries and lengthen the breaker's open period;
+//!   `RESOURCE_EXHAUSTED`, pushback) delay or stop retries; the breaker leaves overload with
+//!   pushback out of its failure rate while the server also serves (a shedding server is
+//!   serving what it can) and counts it, pushback lengthening the open period, once the
+//!   server refuses everything ([`BreakerView`]);
 //! - **fast trips**: the breaker trips on its failure rate over the window or on 20
 //!   consecutive failures, so a dependency that goes hard down is cut off within 20 calls;
 //! - **retries never queue**: a retry is sent only if the inner service is ready now.
@@ -81,7 +84,9 @@ mod ext;
 mod optional;
 mod server;
 
-pub use crate::client::{ClientHandles, ClientLayer, ClientService, ClientStack};
+pub use crate::client::{
+    BreakerView, ClientHandles, ClientLayer, ClientService, ClientStack, OVERLOAD_RUN,
+};
 pub use crate::config::ConfigError;
 pub use crate::ext::ServiceBuilderExt;
 pub use crate::optional::{Maybe, MaybeFuture, Optional};

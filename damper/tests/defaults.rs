@@ -1,7 +1,9 @@
 //! The client stack's breaker defaults, on in-process services in paused time: it trips fast
-//! on a dependency that goes down.
+//! on a dependency that goes down, and not on a server that sheds part of its load.
 
 use damper::breaker::State;
+use damper::core::classify::{Failure, FailureKind, Outcome};
+use damper::core::pushback::Pushback;
 use damper::{BoxError, ClientStack};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -50,4 +52,47 @@ async fn a_dependency_that_goes_down_after_a_healthy_window_trips_within_the_run
     let failed = calls.load(Ordering::Relaxed) - 2_000;
     assert_eq!(failed, damper::config::DEFAULT_CONSECUTIVE_FAILURES);
     assert_eq!(handles.breaker().unwrap().state(), State::Open);
+}
+
+/// Every failure is the server shedding with pushback (a 503 with `Retry-After`).
+fn shedding(result: &Result<u32, BoxError>) -> Outcome {
+    match result {
+        Ok(_) => Outcome::Success,
+        Err(_) => Outcome::Failure(
+            Failure::retryable(FailureKind::Overload)
+                .with_pushback(Some(Pushback::After(Duration::from_millis(20)))),
+        ),
+    }
+}
+
+/// The breaker's state after 500 calls of which one in `every` is served, the rest shed.
+async fn under_shedding(every: u64, trip_on_pushback: bool) -> State {
+    let layer = ClientStack::new()
+        .classifier(shedding as fn(&Result<u32, BoxError>) -> _)
+        .hedging(false)
+        .retries(false)
+        .configure(|c| c.breaker.trip_on_pushback = trip_on_pushback)
+        .seed(9)
+        .build()
+        .unwrap();
+    let handles = layer.handles().clone();
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service(backend(calls, move |k| k % every != 0));
+    for i in 0..500u32 {
+        let _ = svc.ready().await.unwrap().call(i).await;
+        tokio::time::advance(Duration::from_millis(10)).await;
+    }
+    handles.breaker().unwrap().state()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_server_shedding_with_pushback_does_not_open_the_breaker() {
+    // Half the calls shed (twice the server's capacity): the server is serving.
+    assert_eq!(under_shedding(2, false).await, State::Closed);
+    // Counted as failures, the same answers trip it at the 50% failure rate.
+    assert_eq!(under_shedding(2, true).await, State::Open);
+    // A server that refuses every call is, to this client, down.
+    assert_eq!(under_shedding(u64::MAX, false).await, State::Open);
 }
