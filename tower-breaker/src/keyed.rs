@@ -73,7 +73,8 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         if let Some(shared) = map.get(key) {
             return shared.clone();
         }
-        if map.len() >= self.max_keys() {
+        // `while`, not `if`: `max_keys` may have been lowered since the registry filled up.
+        while map.len() >= self.max_keys() {
             self.evict_one(&mut map, now);
         }
         let shared = Arc::new(Shared::with_metrics(
