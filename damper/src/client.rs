@@ -323,11 +323,13 @@ impl<C, R, E> ClientStack<C, R, E> {
                 .budget(shared)
                 .eligible_with(self.eligible)
                 .classify_with(self.classifier.clone());
-            if cfg.timeout.enabled {
-                // The adaptive timeout sees every attempt and records it; recording twice
-                // would count every sample double.
-                l = l.record_latencies(false);
-            }
+            // One layer records into the shared histogram (twice would count every sample
+            // double): the hedge layer, when there is one, because it also sees the attempts
+            // it supersedes and records their elapsed time (censored samples of the tail).
+            // The adaptive timeout never sees those (they are dropped, not completed); without
+            // them the recorded tail is thinned exactly where hedges win, the delay quantile
+            // falls, more requests want a hedge than the budget allows, and the slowest ones
+            // go unhedged.
             if let Some(v) = h.max_extra_load {
                 l = l.max_extra_load(v);
             }
@@ -417,7 +419,10 @@ impl<C, R, E> ClientStack<C, R, E> {
             let t = &cfg.timeout;
             let mut l = AdaptiveTimeoutLayer::builder()
                 .name(name.clone())
-                .histogram(histogram.clone());
+                .histogram(histogram.clone())
+                // With a hedge layer above, it records (see above); the timeout still learns
+                // its consecutive-timeout backoff from every attempt.
+                .record(!cfg.hedge.enabled);
             if let Some(v) = t.quantile {
                 l = l.quantile(v);
             }

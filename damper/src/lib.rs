@@ -53,8 +53,9 @@
 //! The couplings that make the client stack one damped system rather than five independent
 //! loops:
 //! - **one budget** for retries and hedges: total attempts ≤ (1 + ratio) × requests + floor;
-//! - **one latency histogram** read by the adaptive timeout and the hedge delay (the timeout
-//!   records every attempt, including censored timeouts);
+//! - **one latency histogram** read by the adaptive timeout and the hedge delay (the hedge
+//!   layer records when hedging is on, since it also sees the attempts it supersedes; the
+//!   timeout otherwise; censored timeouts included either way);
 //! - **deadline first**: retries and hedges are not sent when the remaining deadline cannot fit
 //!   an attempt, and every attempt timeout is capped by it;
 //! - **local rejections are final**: an open breaker or a full client limit is never retried
