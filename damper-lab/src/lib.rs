@@ -140,7 +140,15 @@ pub fn run_scenarios(scenarios: &[Scenario], seed: u64, threads: usize) -> Repor
                     let Some(&(i, j)) = jobs.get(k) else { break };
                     let sc = &scenarios[i];
                     let stack = &*registry[j];
-                    let out = sim::run(sc, stack, &arrivals[i], seed);
+                    // Each run on a thread of its own: layers may keep per-thread state
+                    // (tower-shed's one-in-n sampling counter), which must not carry over from
+                    // one run to the next, or the report would depend on which runs shared a
+                    // worker thread.
+                    let out = std::thread::scope(|s| {
+                        s.spawn(|| sim::run(sc, stack, &arrivals[i], seed))
+                            .join()
+                            .expect("a simulation run panicked")
+                    });
                     let (metrics, series) = metrics::summarize(sc, &out);
                     let report = StackReport {
                         name: stack.name().to_owned(),
