@@ -1436,9 +1436,8 @@ async fn accepted_extremes_serve_calls() {
         "{refused}"
     );
 
-    // Shed: a CoDel target and interval of a day, a queue, and retry-after up to MAX. (A
-    // target or interval of Duration::MAX is accepted too but overflows an instant when a
-    // request is queued: reported, not tested here.)
+    // Shed: a CoDel target and interval of a day (the largest accepted; longer ones are
+    // rejected, see tests/regressions.rs), a queue, and retry-after up to MAX.
     let shed = ShedLayer::builder(Fixed::new(1).unwrap())
         .queue(4)
         .codel_target(DAY)
