@@ -12,7 +12,10 @@
 
 use crate::scenario::{Fault, Scenario};
 use damper_core::BoxError;
+use damper_core::classify::{Classify, Failure, FailureKind, Outcome, classify_error};
 use damper_core::deadline::{Deadline, HasDeadline};
+use damper_core::error::find;
+use damper_core::pushback::Pushback;
 use damper_core::rng::{AtomicRng, Random, SplitMix64};
 use std::collections::VecDeque;
 use std::fmt;
@@ -81,12 +84,16 @@ impl tower_adaptive_timeout::DeadlineHeaders for Req {}
 /// A failure the simulated server answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerError {
-    /// The queue was full (a 503 from the server).
+    /// The queue was full (a 503 from the server, without `Retry-After`).
     QueueFull,
     /// The server went away without answering.
     Gone,
-    /// A server-side shedder rejected the request (a 503).
-    Shed,
+    /// A server-side shedder rejected the request: on the wire a 503 with `Retry-After` (or
+    /// `RESOURCE_EXHAUSTED` with `grpc-retry-pushback-ms`) when the shedder gave a hint.
+    Shed {
+        /// The pushback the server sent, if any.
+        retry_after: Option<Duration>,
+    },
 }
 
 impl fmt::Display for ServerError {
@@ -94,12 +101,38 @@ impl fmt::Display for ServerError {
         match self {
             ServerError::QueueFull => f.write_str("server queue full"),
             ServerError::Gone => f.write_str("server went away"),
-            ServerError::Shed => f.write_str("server shed the request"),
+            ServerError::Shed { .. } => f.write_str("server shed the request"),
         }
     }
 }
 
 impl std::error::Error for ServerError {}
+
+/// How a client reads the simulated server's answers — the lab's wire protocol, as
+/// `HttpClassifier` reads status codes and `Retry-After`: a shed or a full queue is the server
+/// saying it is overloaded (503 / `RESOURCE_EXHAUSTED`), with its pushback when it sent one;
+/// every other error is classified by [`classify_error`] (a retryable failure).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WireClassifier;
+
+impl<T> Classify<T, BoxError> for WireClassifier {
+    fn classify(&self, result: &Result<T, BoxError>) -> Outcome {
+        let e = match result {
+            Ok(_) => return Outcome::Success,
+            Err(e) => e,
+        };
+        match find::<ServerError>(&**e) {
+            Some(ServerError::Shed { retry_after }) => Outcome::Failure(
+                Failure::retryable(FailureKind::Overload)
+                    .with_pushback(retry_after.map(Pushback::After)),
+            ),
+            Some(ServerError::QueueFull) => {
+                Outcome::Failure(Failure::retryable(FailureKind::Overload))
+            }
+            _ => classify_error(&**e),
+        }
+    }
+}
 
 /// Everything a run records, per second of virtual time.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -520,5 +553,38 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_millis(1), a).await;
         b.await.unwrap();
         assert_eq!(rec.take().false_timeouts, 1);
+    }
+
+    #[test]
+    fn the_wire_classifier_reads_sheds_as_overload_with_pushback() {
+        let c = WireClassifier;
+        let shed: Result<(), BoxError> = Err(ServerError::Shed {
+            retry_after: Some(Duration::from_millis(30)),
+        }
+        .into());
+        assert_eq!(
+            c.classify(&shed),
+            Outcome::Failure(
+                Failure::retryable(FailureKind::Overload)
+                    .with_pushback(Some(Pushback::After(Duration::from_millis(30))))
+            )
+        );
+        let full: Result<(), BoxError> = Err(ServerError::QueueFull.into());
+        assert_eq!(
+            c.classify(&full),
+            Outcome::Failure(Failure::retryable(FailureKind::Overload))
+        );
+        let gone: Result<(), BoxError> = Err(ServerError::Gone.into());
+        assert_eq!(
+            c.classify(&gone),
+            Outcome::Failure(Failure::retryable(FailureKind::Error))
+        );
+        // A local rejection stays one: it never reached the server.
+        let local: Result<(), BoxError> = Err(damper_core::error::Overloaded::new().into());
+        assert_eq!(
+            c.classify(&local).failure().map(|f| f.kind),
+            Some(FailureKind::LocalRejection)
+        );
+        assert!(c.classify(&Ok::<(), BoxError>(())).is_success());
     }
 }

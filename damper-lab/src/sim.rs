@@ -10,7 +10,7 @@ use crate::scenario::{Impatient, Scenario};
 use crate::stacks::{BUFFER, BoxSvc, Stack, StackCtx};
 use damper_core::BoxError;
 use damper_core::deadline::Deadline;
-use damper_core::error::is_local_rejection;
+use damper_core::error::{Overloaded, find, is_local_rejection};
 use damper_core::metrics::{
     BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL, HEDGE_SENT_TOTAL, SHED_LIMIT,
 };
@@ -91,10 +91,18 @@ fn replica_schedule(sc: &Scenario, replica: u32) -> Schedule {
         .expect("scenario validation keeps error/hang windows disjoint and valid")
 }
 
-/// A rejection by a server-side shedder is, to the client, the server's 503.
+/// A rejection by a server-side shedder is, to the client, the server's 503 carrying the
+/// shedder's `Retry-After` hint if it gave one (damper's shed does, tower's `LoadShed` does
+/// not) — never a local rejection of the client's own.
 fn as_remote(e: BoxError) -> BoxError {
+    if let Some(o) = find::<Overloaded>(&*e) {
+        return ServerError::Shed {
+            retry_after: o.retry_after(),
+        }
+        .into();
+    }
     if e.is::<tower::load_shed::error::Overloaded>() || is_local_rejection(&*e) {
-        ServerError::Shed.into()
+        ServerError::Shed { retry_after: None }.into()
     } else {
         e
     }

@@ -8,7 +8,7 @@
 //! to [`registry`]. A stack whose crates do not exist yet is simply not registered, and so left
 //! out of the report.
 
-use crate::model::Req;
+use crate::model::{Req, WireClassifier};
 use crate::probe::{Probes, counting};
 use crate::scenario::Scenario;
 use damper_core::BoxError;
@@ -72,7 +72,9 @@ pub fn registry() -> Vec<Box<dyn Stack>> {
 /// `damped`: damper's stacks through the `damper` facade.
 ///
 /// - client: [`damper::ClientStack`] with its defaults (deadline-aware retry under one budget →
-///   hedge, only when the scenario hedges → breaker → adaptive timeout), seeded per client;
+///   hedge, only when the scenario hedges → breaker → adaptive timeout), seeded per client,
+///   reading the simulated server's answers with [`WireClassifier`] (a shed is a 503 with
+///   pushback, as `ClientStack::http()` reads a real one);
 /// - server side, when the scenario sheds on the server (`tower.server_limit` set):
 ///   [`damper::ServerStack`] with its defaults, per replica.
 ///
@@ -99,6 +101,7 @@ impl Stack for DampedStack {
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
         let stack = damper::ClientStack::new()
+            .classifier(WireClassifier)
             .name(format!("client{}", ctx.index))
             .seed(ctx.seed)
             .hedging(ctx.scenario.tower.hedge.is_some())
