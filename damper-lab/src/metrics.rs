@@ -38,7 +38,8 @@ pub struct Metrics {
     /// (and before any other attempt succeeded), ÷ backend attempts.
     pub false_timeout_rate: f64,
     /// Coefficient of variation of the concurrency limit at steady load (`null` without an
-    /// adaptive limit).
+    /// adaptive limit): on the load plateau, from 2 s after its step, when the trigger is a
+    /// load step (the limit is only in use there); otherwise outside the trigger window.
     pub limit_cv: Option<f64>,
 }
 
@@ -57,6 +58,14 @@ pub struct Series {
     /// Mean concurrency limit, if reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<Vec<f64>>,
+    /// Mean adaptive attempt timeout in ms, if reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<Vec<f64>>,
+    /// False timeouts (see `false_timeout_rate`), by the second the server completed them.
+    pub false_timeouts: Vec<u64>,
+    /// Hedges sent each second, if the scenario hedges.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hedges: Option<Vec<u64>>,
 }
 
 /// Successes ÷ offered (1 when nothing was offered).
@@ -136,6 +145,15 @@ pub fn steady(samples: &[(f64, f64)], duration: f64, window: Option<(f64, f64)>)
         .collect()
 }
 
+/// Samples taken within `[a, z)`: the steady part of a load plateau.
+pub fn within(samples: &[(f64, f64)], (a, z): (f64, f64)) -> Vec<f64> {
+    samples
+        .iter()
+        .filter(|(t, _)| *t >= a && *t < z)
+        .map(|s| s.1)
+        .collect()
+}
+
 fn round(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
@@ -168,7 +186,11 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
         } else {
             d.false_timeouts as f64 / attempts as f64
         }),
-        limit_cv: cv(&steady(&out.limit_samples, sc.duration, sc.window)).map(round),
+        limit_cv: cv(&match sc.plateau {
+            Some(p) => within(&out.limit_samples, p),
+            None => steady(&out.limit_samples, sc.duration, sc.window),
+        })
+        .map(round),
     };
     let series = Series {
         offered: d.offered.clone(),
@@ -176,6 +198,9 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
         attempts: d.attempts.clone(),
         breaker_state: out.breaker_state.clone(),
         limit: out.limit.clone(),
+        timeout_ms: out.timeout_ms.clone(),
+        false_timeouts: d.false_timeouts_by_second.clone(),
+        hedges: out.hedges.clone(),
     };
     (metrics, series)
 }
@@ -233,6 +258,13 @@ mod tests {
         assert!((c - 1.0 / 3.0).abs() < 1e-12);
         assert_eq!(cv(&[1.0]), None);
         assert_eq!(cv(&[0.0, 0.0]), None);
+    }
+
+    #[test]
+    fn plateau_samples_are_those_inside_it() {
+        let samples: Vec<(f64, f64)> = (0..100).map(|i| (f64::from(i) / 10.0, 1.0)).collect();
+        // 2.0..=6.9 is 50 samples.
+        assert_eq!(within(&samples, (2.0, 7.0)).len(), 50);
     }
 
     #[test]

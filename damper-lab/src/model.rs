@@ -149,6 +149,8 @@ pub struct RunData {
     pub latencies_us: Vec<u64>,
     /// Attempts abandoned by the client that the server then completed in time.
     pub false_timeouts: u64,
+    /// Of those, by the second the server completed them.
+    pub false_timeouts_by_second: Vec<u64>,
 }
 
 impl RunData {
@@ -160,6 +162,7 @@ impl RunData {
             attempts_by_birth: vec![0; seconds],
             latencies_us: Vec::new(),
             false_timeouts: 0,
+            false_timeouts_by_second: vec![0; seconds],
         }
     }
 }
@@ -221,8 +224,12 @@ impl Recorder {
         });
     }
 
-    fn false_timeout(&self) {
-        self.with(|d| d.false_timeouts += 1);
+    fn false_timeout(&self, at: Instant) {
+        let s = self.second(at);
+        self.with(|d| {
+            d.false_timeouts += 1;
+            Self::bump(&mut d.false_timeouts_by_second, s);
+        });
     }
 
     /// Takes the data out.
@@ -345,7 +352,7 @@ async fn work_loop(shared: Arc<ServerShared>, mut job: Job) {
         if job.tx.is_closed() {
             let l = &job.req.logical;
             if done < l.deadline.instant() && !l.succeeded_by(done) {
-                shared.rec.false_timeout();
+                shared.rec.false_timeout(done);
             }
         }
         let _ = job.tx.send(());
@@ -552,7 +559,9 @@ mod tests {
         // The caller of `a` gives up after 1 ms; the server still finishes it in time.
         let _ = tokio::time::timeout(Duration::from_millis(1), a).await;
         b.await.unwrap();
-        assert_eq!(rec.take().false_timeouts, 1);
+        let data = rec.take();
+        assert_eq!(data.false_timeouts, 1);
+        assert_eq!(data.false_timeouts_by_second[0], 1);
     }
 
     #[test]

@@ -372,6 +372,9 @@ pub struct Scenario {
     pub faults: Vec<Fault>,
     /// Trigger window for recovery and amplification.
     pub window: Option<(f64, f64)>,
+    /// When the trigger is a load step (no faults): the plateau after it has had 2 s to settle,
+    /// where an adaptive limit is in use and its steadiness (`limit_cv`) is measured.
+    pub plateau: Option<(f64, f64)>,
     /// Seconds goodput must hold ≥ 95% to count as recovered.
     pub hold: f64,
     /// `naive` knobs.
@@ -735,6 +738,10 @@ fn resolve(
         None if rates.len() > 1 => Some((rates[1].0, rates.last().map_or(0.0, |r| r.0))),
         None => None,
     };
+    let plateau = match window {
+        Some((a, z)) if faults.is_empty() && a + 2.0 * q < z => Some((a + 2.0 * q, z)),
+        _ => None,
+    };
     let stacks = f
         .stacks
         .clone()
@@ -755,6 +762,7 @@ fn resolve(
         impatient: f.load.impatient,
         faults,
         window,
+        plateau,
         hold: 5.0 * q,
         naive: f.naive,
         tower: f.tower,

@@ -12,7 +12,7 @@ use damper_core::BoxError;
 use damper_core::deadline::Deadline;
 use damper_core::error::{Overloaded, find, is_local_rejection};
 use damper_core::metrics::{
-    BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL, HEDGE_SENT_TOTAL, SHED_LIMIT,
+    BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL, HEDGE_SENT_TOTAL, SHED_LIMIT, TIMEOUT_CURRENT_SECONDS,
 };
 use damper_core::rng::{Random, SplitMix64};
 use std::sync::Arc;
@@ -43,6 +43,10 @@ pub struct RunOutput {
     pub limit: Option<Vec<f64>>,
     /// `(seconds, limit)` sampled every 100 ms, for the limit's coefficient of variation.
     pub limit_samples: Vec<(f64, f64)>,
+    /// Mean adaptive attempt timeout each second, in ms, if a layer registered one.
+    pub timeout_ms: Option<Vec<f64>>,
+    /// Hedges sent each second, if the scenario hedges.
+    pub hedges: Option<Vec<u64>>,
 }
 
 /// A seeded source for tower's p2c balancer (its default seeds from the OS).
@@ -238,14 +242,30 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
         let lab = lab.clone();
         let want_limit = lab.has(SHED_LIMIT);
         let want_breaker = lab.has(BREAKER_STATE);
+        let want_timeout = lab.has(TIMEOUT_CURRENT_SECONDS);
+        let want_hedges = sc.tower.hedge.is_some();
+        let probes = probes.clone();
+        // Hedges sent so far: damper's counter, or the attempts tower's `Hedge` added.
+        let hedges_so_far = move |lab: &LabMetrics| {
+            lab.counter_sum(HEDGE_SENT_TOTAL).unwrap_or_else(|| {
+                let outer = probes.hedge_outer.load(Ordering::Relaxed);
+                probes
+                    .hedge_inner
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(outer)
+            })
+        };
         tokio::spawn(async move {
             let mut limit = Vec::new();
             let mut limit_samples = Vec::new();
             let mut breaker = Vec::new();
-            let mut sum = 0.0;
+            let mut timeout = Vec::new();
+            let mut hedges = Vec::new();
+            let mut hedged = 0;
+            let (mut sum, mut timeout_sum) = (0.0, 0.0);
             let mut tick = 0u64;
-            if !(want_limit || want_breaker) {
-                return (None, None, limit_samples);
+            if !(want_limit || want_breaker || want_timeout || want_hedges) {
+                return (None, None, limit_samples, None, None);
             }
             loop {
                 tick += 1;
@@ -256,7 +276,21 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
                     limit_samples.push((tick as f64 / 10.0, mean));
                     sum += mean;
                 }
+                if want_timeout {
+                    let g = lab.gauges(TIMEOUT_CURRENT_SECONDS);
+                    timeout_sum += g.iter().sum::<f64>() / g.len().max(1) as f64;
+                }
                 if tick % 10 == 0 {
+                    if want_hedges {
+                        let now = hedges_so_far(&lab);
+                        hedges.push(now - hedged);
+                        hedged = now;
+                    }
+                    if want_timeout {
+                        // Mean of the ten samples, in ms with one decimal.
+                        timeout.push((timeout_sum * 1e3).round() / 10.0);
+                        timeout_sum = 0.0;
+                    }
                     if want_limit {
                         limit.push(sum / 10.0);
                         sum = 0.0;
@@ -265,7 +299,7 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
                         let max = lab.gauges(BREAKER_STATE).into_iter().fold(0.0, f64::max);
                         breaker.push(max);
                     }
-                    if limit.len().max(breaker.len()) >= secs {
+                    if tick / 10 >= secs as u64 {
                         break;
                     }
                 }
@@ -274,6 +308,8 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
                 want_breaker.then_some(breaker),
                 want_limit.then_some(limit),
                 limit_samples,
+                want_timeout.then_some(timeout),
+                want_hedges.then_some(hedges),
             )
         })
     };
@@ -296,7 +332,8 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
     }
     // Everything born before the end resolves by its deadline.
     sleep_until(end + Duration::from_secs_f64(sc.deadline) + Duration::from_millis(10)).await;
-    let (breaker_state, limit, limit_samples) = sampler.await.unwrap_or_default();
+    let (breaker_state, limit, limit_samples, timeout_ms, hedges) =
+        sampler.await.unwrap_or_default();
 
     let data = rec.take();
     let offered: u64 = data.offered.iter().sum();
@@ -313,6 +350,8 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
         breaker_state,
         limit,
         limit_samples,
+        timeout_ms,
+        hedges,
         data,
     }
 }
