@@ -112,6 +112,10 @@ impl Stack for Soaked {
         self.inner.server(ctx, replica)
     }
 
+    fn endpoint(&self, ctx: &StackCtx<'_>, endpoint: BoxSvc) -> BoxSvc {
+        self.inner.endpoint(ctx, endpoint)
+    }
+
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
         if ctx.index == 0 {
             let (tx, ok, until) = (self.samples.clone(), self.successes.clone(), self.until);

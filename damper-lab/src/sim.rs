@@ -167,7 +167,17 @@ fn build(
                     replicas
                         .iter()
                         .cloned()
-                        .map(|s| PendingRequests::new(s, CompleteOnResponse::default()))
+                        .enumerate()
+                        .map(|(r, s)| {
+                            let ctx = StackCtx {
+                                scenario: sc,
+                                index: r as u32,
+                                seed: sub_seed(seed, &format!("endpoint{c}-{r}")),
+                                probes,
+                            };
+                            let s = stack.endpoint(&ctx, s);
+                            PendingRequests::new(s, CompleteOnResponse::default())
+                        })
                         .collect::<Vec<_>>(),
                 );
                 let rng = TowerRng(SplitMix64::new(sub_seed(seed, &format!("p2c{c}"))));

@@ -55,6 +55,13 @@ pub trait Stack: Send + Sync {
         replica
     }
 
+    /// Wraps one client's view of one replica, under the client's balancer (only when there
+    /// are several replicas; `ctx.index` is the replica, `ctx.seed` is per client and
+    /// replica). Default: unchanged.
+    fn endpoint(&self, _ctx: &StackCtx<'_>, endpoint: BoxSvc) -> BoxSvc {
+        endpoint
+    }
+
     /// Wraps one client's view of the backend.
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc;
 }
@@ -78,6 +85,11 @@ pub fn registry() -> Vec<Box<dyn Stack>> {
 /// - server side, when the scenario sheds on the server (`tower.server_limit` set):
 ///   [`damper::ServerStack`] with its defaults, per replica.
 ///
+/// - under each client's balancer, when there are several replicas: a breaker per replica in
+///   gate mode (tower-breaker's `Mode::Gate`, tripping like the client stack's: failure rate
+///   or 20 consecutive failures), so p2c routes around an open endpoint instead of the client
+///   failing fast for all of them.
+///
 /// The driver supplies each request's deadline (the requests carry it through
 /// [`HasDeadline`](damper_core::HasDeadline)).
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +109,22 @@ impl Stack for DampedStack {
             .build()
             .expect("default server stack is valid");
         BoxCloneService::new(ServiceBuilder::new().layer(stack).service(replica))
+    }
+
+    fn endpoint(&self, ctx: &StackCtx<'_>, endpoint: BoxSvc) -> BoxSvc {
+        use damper::breaker::{BreakerConfig, BreakerLayer, Mode};
+        let config = BreakerConfig::builder()
+            .name(format!("endpoint{}", ctx.index))
+            .consecutive_failures(damper::config::DEFAULT_CONSECUTIVE_FAILURES)
+            .mode(Mode::Gate)
+            .seed(ctx.seed)
+            .build()
+            .expect("valid endpoint breaker");
+        BoxCloneService::new(
+            ServiceBuilder::new()
+                .layer(BreakerLayer::new(config).classifier(WireClassifier))
+                .service(endpoint),
+        )
     }
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {

@@ -106,3 +106,32 @@ fn catalog_baselines_reproduce_known_pathologies() {
     assert!(none_overload.goodput_ratio < 0.25, "{none_overload:?}");
     assert_eq!(none_overload.recovered, Some(false), "{none_overload:?}");
 }
+
+/// With one replica of five down, the damped stack's per-replica gate-mode breakers take it
+/// out of the balancer's choices (issue figure: goodput ≥ 99%), at almost no extra load.
+#[test]
+fn damped_routes_around_a_failed_replica() {
+    let opts = Options {
+        quick: true,
+        ..Options::default()
+    };
+    let scenarios: Vec<_> = load_scenarios(&opts)
+        .unwrap()
+        .into_iter()
+        .filter(|s| s.name == "fleet")
+        .collect();
+    let report = run_scenarios(&scenarios, 1, 2);
+    let get = |n: &str| {
+        report.scenarios[0]
+            .stacks
+            .iter()
+            .find(|s| s.name == n)
+            .map(|s| s.metrics.clone())
+            .unwrap()
+    };
+    let (damped, none) = (get("damped"), get("none"));
+    assert!(damped.goodput_ratio >= 0.99, "{damped:?}");
+    assert!(none.goodput_ratio < 0.95, "{none:?}");
+    assert!(damped.amplification < 1.1, "{damped:?}");
+    assert!(damped.breaker_transitions.unwrap_or(0) > 0, "{damped:?}");
+}
