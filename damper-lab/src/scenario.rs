@@ -25,7 +25,10 @@ use std::fmt;
 use std::path::Path;
 
 /// The stacks the lab knows, in report order.
-pub const KNOWN_STACKS: &[&str] = &["none", "naive", "tower", "damped"];
+pub const KNOWN_STACKS: &[&str] = &["none", "naive", "tower", "damped", "fixed-breaker"];
+
+/// The stacks a scenario runs when its file names none.
+pub const DEFAULT_STACKS: &[&str] = &["none", "naive", "tower", "damped"];
 
 /// A scenario file as written.
 #[derive(Debug, Clone, Deserialize)]
@@ -745,7 +748,7 @@ fn resolve(
     let stacks = f
         .stacks
         .clone()
-        .unwrap_or_else(|| KNOWN_STACKS.iter().map(|s| (*s).to_owned()).collect());
+        .unwrap_or_else(|| DEFAULT_STACKS.iter().map(|s| (*s).to_owned()).collect());
     Scenario {
         name,
         description: f.description.clone(),
@@ -800,7 +803,7 @@ error_probability = 1.0
         assert_eq!(s.len(), 1);
         assert_eq!(s[0].window, Some((5.0, 10.0)));
         assert_eq!(s[0].rate_at(3.0), 100.0);
-        assert_eq!(s[0].stacks.len(), KNOWN_STACKS.len());
+        assert_eq!(s[0].stacks.len(), DEFAULT_STACKS.len());
         let quick = expand(&f, true);
         assert_eq!(quick[0].duration, 5.0);
         assert_eq!(quick[0].faults[0].start, 1.25);

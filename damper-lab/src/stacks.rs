@@ -73,7 +73,52 @@ pub fn registry() -> Vec<Box<dyn Stack>> {
         Box::new(NaiveStack),
         Box::new(TowerStack),
         Box::new(DampedStack),
+        Box::new(FixedBreakerStack),
     ]
+}
+
+/// `fixed-breaker`: the `damped` client stack with its breaker swapped for one configured like
+/// tower-resilience's defaults — failure rate 50 % over at least 100 calls, a fixed 30 s open
+/// wait with no growth and no jitter, one half-open call — so the flapping scenario can show the
+/// damped breaker's growing, jittered open periods beside a fixed wait. Only scenarios that name
+/// it run it.
+#[derive(Debug, Clone, Copy)]
+pub struct FixedBreakerStack;
+
+impl Stack for FixedBreakerStack {
+    fn name(&self) -> &'static str {
+        "fixed-breaker"
+    }
+
+    fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
+        use damper::breaker::{BreakerConfig, BreakerLayer};
+        let stack = damper::ClientStack::new()
+            .classifier(WireClassifier)
+            .name(format!("client{}", ctx.index))
+            .seed(ctx.seed)
+            .hedging(ctx.scenario.tower.hedge.is_some())
+            .breaker(false)
+            .build()
+            .expect("client stack is valid");
+        let fixed = BreakerConfig::builder()
+            .name(format!("fixed{}", ctx.index))
+            .failure_rate(0.5)
+            .min_requests(100)
+            .open_min(Duration::from_secs(30))
+            .open_max(Duration::from_secs(30))
+            .open_multiplier(1.0)
+            .open_jitter(0.0)
+            .probes(1)
+            .seed(ctx.seed)
+            .build()
+            .expect("valid fixed-wait breaker");
+        BoxCloneService::new(
+            ServiceBuilder::new()
+                .layer(stack)
+                .layer(BreakerLayer::new(fixed).classifier(WireClassifier))
+                .service(backend),
+        )
+    }
 }
 
 /// `damped`: damper's stacks through the `damper` facade.
