@@ -10,10 +10,12 @@
 //! The window (default 10 s) is a ring of sub-windows (default 4 × 2.5 s). Each sub-window is
 //! tagged with the epoch — `(now − origin) / sub_window` — it holds. A recorder that finds a
 //! slot tagged with an older epoch claims it with one compare-and-swap, clears it and re-tags
-//! it. Only samples aimed at that slot can be affected: a recorder that finds it being claimed
+//! it. Only samples aimed at that slot can be affected: a recorder that finds it being cleared
 //! drops its sample, and a recorder for the *old* epoch that checked the tag just before the
-//! claim may see its one sample erased or counted in the new epoch. Samples for every other
-//! sub-window are never lost (loom-checked). Readers sum the slots whose epoch lies inside the
+//! claim may see its one sample erased or counted in the new epoch. A never-used slot is
+//! already zero, so its first claim clears nothing and loses nothing: concurrent recorders of
+//! a fresh histogram all count. Samples for every other sub-window are never lost
+//! (loom-checked). Readers sum the slots whose epoch lies inside the
 //! window and re-check each tag after reading, skipping a slot that rotated under them, so no
 //! reader sees a torn epoch. No lock is ever taken; recording is one relaxed atomic add in the
 //! common case (plus a `fetch_min` when the sample is a new minimum of its sub-window), into
@@ -291,23 +293,38 @@ impl LatencyHistogram {
                 // sub-window going away.
                 return;
             }
-            match slot.tag.compare_exchange(
-                tag,
-                want | CLEARING,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => {
-                    // Pairs with the acquire fence in `Slot::unchanged`: a reader that sees
-                    // any write below also sees the claim above, and drops its read.
-                    fence(Ordering::Release);
-                    for c in slot.counts.iter() {
-                        c.store(0, Ordering::Relaxed);
-                    }
-                    slot.min.store(u64::MAX, Ordering::Relaxed);
-                    slot.tag.store(want, Ordering::Release);
+            if tag == 0 {
+                // Never used, so already zero: claim it without clearing. A recorder that loses
+                // this race finds the slot tagged with its own epoch and records into it.
+                match slot
+                    .tag
+                    .compare_exchange(0, want, Ordering::AcqRel, Ordering::Acquire)
+                {
+                    Ok(_) => {}
+                    Err(now_tag) if now_tag == want => {}
+                    Err(_) => return,
                 }
-                Err(_) => return,
+            } else {
+                match slot.tag.compare_exchange(
+                    tag,
+                    want | CLEARING,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        // Pairs with the acquire fence in `Slot::unchanged`: a reader that sees
+                        // any write below also sees the claim above, and drops its read.
+                        fence(Ordering::Release);
+                        for c in slot.counts.iter() {
+                            c.store(0, Ordering::Relaxed);
+                        }
+                        slot.min.store(u64::MAX, Ordering::Relaxed);
+                        slot.tag.store(want, Ordering::Release);
+                    }
+                    // Another recorder of this epoch claimed and cleared it meanwhile.
+                    Err(now_tag) if now_tag == want => {}
+                    Err(_) => return,
+                }
             }
         }
         slot.counts[stripe() * BUCKETS + bucket_of(v)].fetch_add(1, Ordering::Relaxed);
@@ -581,6 +598,24 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_first_records_all_count() {
+        let t0 = Instant::now();
+        let h = LatencyHistogram::new(t0);
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let h = &h;
+                s.spawn(move || {
+                    for i in 0..250 {
+                        h.record(Duration::from_micros(1 + t * 250 + i), t0);
+                    }
+                });
+            }
+        });
+        assert_eq!(h.count(t0), 1000);
+        assert_eq!(h.min(t0), Some(Duration::from_micros(1)));
+    }
+
+    #[test]
     fn invalid_config() {
         let now = Instant::now();
         let e = LatencyHistogram::with_config(
@@ -648,6 +683,24 @@ mod loom_tests {
     fn loom_buckets_are_distinct() {
         let b: Vec<usize> = [1, 2, 3, 4, 7].into_iter().map(bucket_of).collect();
         assert_eq!(b, [1, 2, 3, 4, 5]);
+    }
+
+    // Two recorders race to open a never-used slot: the loser records into the slot the winner
+    // tagged, so both samples count.
+    #[test]
+    fn loom_first_claim_loses_nothing() {
+        loom::model(|| {
+            let t0 = Instant::now();
+            let h = two_slots(t0);
+            let h1 = h.clone();
+            let a = thread::spawn(move || h1.record(ns(1), t0));
+            let h2 = h.clone();
+            let b = thread::spawn(move || h2.record(ns(2), t0));
+            a.join().unwrap();
+            b.join().unwrap();
+            assert_eq!(h.count(t0), 2, "a first-claim sample was dropped");
+            assert_eq!(h.min(t0), Some(ns(1)));
+        });
     }
 
     // A recorder in a live sub-window races a rotation of the other slot: neither sample is
