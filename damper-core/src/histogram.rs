@@ -337,9 +337,13 @@ impl LatencyHistogram {
     /// Calls `f(slot, tag)` for each slot inside the window at `now`, with the tag it was seen
     /// with. `f` reads what it needs and keeps it only if [`Slot::unchanged`] says the slot did
     /// not rotate meanwhile.
-    fn for_live_slots(&self, now: Instant, mut f: impl FnMut(&Slot, u64)) {
+    fn for_live_slots(&self, now: Instant, f: impl FnMut(&Slot, u64)) {
+        self.for_recent_slots(now, self.slots.len() as u64, f);
+    }
+
+    /// [`for_live_slots`](Self::for_live_slots) restricted to the `n` most recent sub-windows.
+    fn for_recent_slots(&self, now: Instant, n: u64, mut f: impl FnMut(&Slot, u64)) {
         let cur = self.epoch(now) + 1;
-        let n = self.slots.len() as u64;
         for slot in self.slots.iter() {
             let tag = slot.tag.load(Ordering::Acquire);
             if tag == 0 || tag & CLEARING != 0 || tag > cur || tag + n <= cur {
@@ -352,11 +356,20 @@ impl LatencyHistogram {
     /// Takes a consistent copy of the window at `now`: per-bucket counts summed over live
     /// sub-windows. A sub-window that rotates while being copied is left out.
     pub fn snapshot(&self, now: Instant) -> Snapshot {
+        self.snapshot_recent(now, self.slots.len())
+    }
+
+    /// Like [`snapshot`](Self::snapshot), over only the `sub_windows` most recent sub-windows
+    /// (the current one counts as one, however young). A reader that must react to a change
+    /// faster than the whole window forgets — an adaptive timeout after a latency step — can
+    /// compare the current sub-window with the whole window.
+    pub fn snapshot_recent(&self, now: Instant, sub_windows: usize) -> Snapshot {
+        let n = (sub_windows as u64).min(self.slots.len() as u64);
         let mut counts = vec![0u64; BUCKETS];
         let mut total = 0;
         let mut min = u64::MAX;
         let mut scratch = vec![0u64; BUCKETS];
-        self.for_live_slots(now, |slot, tag| {
+        self.for_recent_slots(now, n, |slot, tag| {
             let mut t = 0;
             scratch.fill(0);
             for stripe in slot.counts.chunks(BUCKETS) {
@@ -595,6 +608,25 @@ mod tests {
         // Epochs 4..=7 (10 s .. 20 s) are live: samples 20..=39.
         assert_eq!(h.count(now), 20);
         assert!(h.min(now).unwrap() >= Duration::from_millis(30));
+    }
+
+    #[test]
+    fn recent_snapshot_sees_only_the_newest_sub_windows() {
+        let t0 = Instant::now();
+        let h = LatencyHistogram::new(t0); // 4 x 2.5 s
+        for s in 0..10u64 {
+            // One sample per second, 1 ms, 2 ms, ... 10 ms.
+            h.record(Duration::from_millis(s + 1), t0 + Duration::from_secs(s));
+        }
+        let now = t0 + Duration::from_secs(9);
+        // Epoch 3 (7.5 s ..) holds the samples at 8 s and 9 s.
+        let cur = h.snapshot_recent(now, 1);
+        assert_eq!(cur.count(), 2);
+        assert_eq!(cur.min(), Some(Duration::from_millis(9)));
+        assert_eq!(h.snapshot_recent(now, 2).count(), 5);
+        assert_eq!(h.snapshot_recent(now, 0).count(), 0);
+        assert_eq!(h.snapshot_recent(now, 99).count(), h.count(now));
+        assert_eq!(h.count(now), 10);
     }
 
     #[test]

@@ -12,7 +12,10 @@
 //!   `fallback` while the window holds fewer than `min_samples` latencies. It is recomputed at most
 //!   once per `refresh` by whichever caller first notices the refresh is due (one
 //!   compare-and-swap; the others keep reading the previous value), through a
-//!   [`QuantileCache`]. No request walks the histogram.
+//!   [`QuantileCache`]. No request walks the histogram. The quantile is the larger of the whole
+//!   window's and the current sub-window's (once that holds `min_samples`): the window alone
+//!   would take most of its length to learn a step up; the newest sub-window sees it at once.
+//!   Down-steps are learned at the window's pace, which errs on the side of fewer timeouts.
 //! - **censoring**: an attempt that times out is recorded at the timeout value. It is a *lower
 //!   bound* on the latency, not a lost sample; dropping it would make a latency step above the
 //!   timeout invisible. With `multiplier > 1`, enough censored samples lift the quantile, and the
@@ -393,8 +396,16 @@ impl AdaptivePolicy {
         let target = if self.histogram.count(now) < self.cfg.min_samples {
             self.fallback
         } else {
+            // The whole window forgets slowly, so after a step up its quantile lags for most
+            // of a window. The current sub-window alone, once it holds enough samples, sees
+            // the new regime at once: take the larger of the two (quick up, slow down).
+            let recent = self.histogram.snapshot_recent(now, 1);
+            let recent = (recent.count() >= self.cfg.min_samples)
+                .then(|| recent.quantile(self.cfg.quantile))
+                .flatten();
             self.cache
                 .get(&self.histogram, now)
+                .max(recent)
                 .map_or(self.fallback, |q| {
                     scale(nanos(q), self.cfg.multiplier).clamp(self.floor, self.ceiling)
                 })
@@ -709,6 +720,42 @@ mod tests {
             ..TimeoutConfig::default()
         };
         assert!(learn_step(cfg, 500 * MS, 60).is_some());
+    }
+
+    /// A heavy-tailed latency: `scale × (1 − u)^−0.3` for the `i`-th point of a golden-ratio
+    /// sequence `u` (p99.9 ≈ 7.9 × scale).
+    fn pareto(i: u64, scale: Duration) -> Duration {
+        let u = (i as f64 * 0.618_033_988_749_895).fract();
+        scale.mul_f64((1.0 - u).powf(-0.3))
+    }
+
+    #[test]
+    fn learns_a_step_under_the_timeout_within_a_second() {
+        // A step up that stays under the timeout (nothing times out) is learned from the
+        // current sub-window, not at the pace the 10 s window forgets: 6% of the window's
+        // samples after half a second would lift p99.9 × 1.5 only from 118 ms to about 137 ms.
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        for i in 0..10_000u64 {
+            p.on_success(pareto(i, 10 * MS), t0 + Duration::from_millis(i));
+        }
+        let step = t0 + Duration::from_secs(10); // a sub-window boundary
+        let before = p.current(step);
+        assert!(close(before, 118 * MS), "{before:?}");
+        // Latencies double: p99.9 × 1.5 ≈ 237 ms.
+        let mut learned = None;
+        for i in 0..1_000u64 {
+            let t = step + Duration::from_millis(i);
+            p.on_success(pareto(i, 20 * MS), t);
+            if learned.is_none() && p.current(t) >= 213 * MS {
+                learned = Some(t - step);
+            }
+        }
+        let took = learned.expect("the new p99.9 × 1.5 is learned within a second");
+        assert!(took <= Duration::from_millis(600), "took {took:?}");
+        // The whole window alone still lags well behind.
+        let window = p.histogram().quantile(0.999, step + Duration::from_millis(999));
+        assert!(window.unwrap() < 120 * MS, "{window:?}");
     }
 
     #[test]
