@@ -21,6 +21,9 @@ pub(crate) struct Armed<S, Req> {
     pub(crate) spare: Req,
     pub(crate) at: Instant,
     pub(crate) delay: Duration,
+    /// How long after a denied (or not ready) hedge to ask again, growing 1.25× with each denial;
+    /// `None` if denied hedges are not asked for again.
+    pub(crate) recheck: Option<Duration>,
     pub(crate) left: u32,
     pub(crate) deadline: Option<Deadline>,
 }
@@ -93,6 +96,12 @@ where
             shared,
         }
     }
+}
+
+/// The gap before the next hedge after one was sent: one delay (nothing is due if the request
+/// is no longer armed).
+fn armed_delay<S, Req>(armed: &Option<Armed<S, Req>>) -> Duration {
+    armed.as_ref().map_or(Duration::ZERO, |a| a.delay)
 }
 
 impl<S, Req, E, C> Future for ResponseFuture<S, Req, E, C>
@@ -211,9 +220,9 @@ where
             let decision = policy.on_fire(now, armed.deadline, || {
                 matches!(svc.poll_ready(cx), Poll::Ready(Ok(())))
             });
-            armed.left -= 1;
             let next = match decision {
                 Fire::Send => {
+                    armed.left -= 1;
                     let copy = if armed.left > 0 {
                         this.shared.eligible.hedge_copy(&armed.spare)
                     } else {
@@ -232,18 +241,37 @@ where
                     } else {
                         this.more.push((Box::pin(fut), now));
                     }
-                    true
+                    Some(armed_delay(this.armed))
                 }
-                Fire::NotReady | Fire::BudgetDenied => true,
-                Fire::Deadline => false,
+                // No token (or no capacity) now: ask again later, at a growing gap. The
+                // attempts still running then are ever more likely the truly slow ones, and
+                // the budget refills meanwhile, so a tight budget goes to the worst stragglers
+                // instead of to whichever requests crossed the delay first. Every hedge sent
+                // still pays a token: the extra-load bound is unchanged.
+                Fire::NotReady | Fire::BudgetDenied => match armed.recheck {
+                    Some(gap) => {
+                        // 1.25×: often enough to catch tokens as they are deposited, with a
+                        // handful of wake-ups even for a request that hangs to its deadline.
+                        armed.recheck = Some(gap.saturating_add(gap / 4));
+                        Some(gap)
+                    }
+                    None => {
+                        // This hedge is given up; the next (with `max_hedges` > 1) is one
+                        // delay later.
+                        armed.left -= 1;
+                        Some(armed.delay)
+                    }
+                },
+                Fire::Deadline => None,
             };
-            // The next hedge is one delay later, unless that is past the clock's range (as in
+            // The next hedge is due after `next`, unless that is past the clock's range (as in
             // `Hedge::call`, a delay that far away is never reached: nothing more is armed).
             let again = this
                 .armed
                 .as_mut()
-                .filter(|armed| next && armed.left > 0)
-                .and_then(|armed| Some((now.checked_add(armed.delay)?, armed)));
+                .zip(next)
+                .filter(|(armed, _)| armed.left > 0)
+                .and_then(|(armed, gap)| Some((now.checked_add(gap)?, armed)));
             match again {
                 Some((at, armed)) => {
                     armed.at = at;

@@ -46,7 +46,14 @@
 //! - **Deadline**: no hedge when the request's remaining
 //!   [deadline](damper_core::HasDeadline) cannot fit the delay plus a typical (median) attempt.
 //! - **Readiness**: a hedge is sent only if a clone of the inner service is ready *now*;
-//!   otherwise it is skipped. Hedges never queue behind real traffic.
+//!   otherwise it is not sent then. Hedges never queue behind real traffic.
+//! - **Re-asking**: a hedge the budget denied, or the inner service could not take, is asked
+//!   for again while the request runs, at a gap that starts at the delay and grows 1.25× each
+//!   time ([`recheck`](HedgeBuilder::recheck), on by default). When the budget is tight, its
+//!   tokens then go to the requests still outstanding long after the delay — the likeliest
+//!   stragglers — rather than to whichever requests crossed the delay first; each hedge still
+//!   costs a token. In the lab's `tail` scenario this cuts p99.9 from 230 ms to 100 ms at the
+//!   same 5% budget.
 //!
 //! # Why a budget, and not only a delay?
 //! A quantile delay alone sends about `1 − q` of requests twice only while latency is

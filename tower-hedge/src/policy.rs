@@ -56,7 +56,10 @@ pub struct HedgeConfig {
     pub min_samples: u64,
     /// Extra attempts per request, 1 to 4. Default 1.
     pub max_hedges: u32,
-    /// The most hedge tokens that can be banked, at least 1. Default 10.
+    /// Whether a hedge the budget denied (or the inner service could not take) is asked for
+    /// again later, at a gap starting at the delay and growing 1.25× each time. Default true.
+    pub recheck: bool,
+    /// The most hedge tokens that can be banked, at least 1. Default 3.
     pub burst: f64,
     /// How often the cached quantiles are recomputed. Default 1 s.
     pub refresh: Duration,
@@ -79,7 +82,8 @@ impl Default for HedgeConfig {
             max_delay: None,
             min_samples: 100,
             max_hedges: 1,
-            burst: 10.0,
+            recheck: true,
+            burst: 3.0,
             refresh: Duration::from_secs(1),
             record_latencies: true,
             window: Duration::from_secs(10),
@@ -252,6 +256,7 @@ pub struct HedgePolicy {
     min_delay: Duration,
     max_delay: Duration,
     max_hedges: u32,
+    recheck: bool,
     record: bool,
     origin: Instant,
     refresh_nanos: u64,
@@ -329,6 +334,7 @@ impl HedgePolicy {
             min_delay: config.min_delay,
             max_delay: config.max_delay.unwrap_or(Duration::MAX),
             max_hedges: config.max_hedges,
+            recheck: config.recheck,
             record: config.record_latencies,
             origin: now,
             refresh_nanos: nanos(config.refresh).max(1),
@@ -352,6 +358,11 @@ impl HedgePolicy {
     /// Extra attempts allowed per request.
     pub fn max_hedges(&self) -> u32 {
         self.max_hedges
+    }
+
+    /// Whether denied hedges are asked for again later.
+    pub fn recheck(&self) -> bool {
+        self.recheck
     }
 
     /// The fixed delay, if the policy uses one.

@@ -107,6 +107,7 @@ where
                 spare,
                 at,
                 delay,
+                recheck: policy.recheck().then_some(delay),
                 left: policy.max_hedges(),
                 deadline,
             })
