@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, sleep};
 use tower::{Layer, Service, ServiceExt};
 use tower_shed::ShedLayer;
-use tower_shed::limit::Vegas;
+use tower_shed::limit::{Gradient2, Limit, Vegas};
 
 const WORKERS: usize = 20;
 const SERVICE_TIME: Duration = Duration::from_millis(10);
@@ -93,12 +93,8 @@ where
     }
 }
 
-#[tokio::test(flavor = "current_thread", start_paused = true)]
-async fn twice_capacity_keeps_goodput_and_latency_and_the_limit_settles() {
-    let layer = ShedLayer::builder(Vegas::builder().seed(1).build().unwrap())
-        .name("overload")
-        .build()
-        .unwrap();
+async fn twice_capacity_with<L: Limit + 'static>(limit: L) {
+    let layer = ShedLayer::builder(limit).name("overload").build().unwrap();
     let handle = layer.handle();
     let run = offer(layer.layer(backend()), Some(handle.clone()), 2.0, 6).await;
 
@@ -127,6 +123,17 @@ async fn twice_capacity_keeps_goodput_and_latency_and_the_limit_settles() {
     );
     assert!(cv <= 0.15, "limit cv {cv:.3}");
     assert_eq!(handle.in_flight(), 0);
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn twice_capacity_keeps_goodput_and_latency_and_the_limit_settles() {
+    twice_capacity_with(Vegas::builder().seed(1).build().unwrap()).await;
+}
+
+#[tokio::test(flavor = "current_thread", start_paused = true)]
+async fn twice_capacity_with_gradient2_the_limit_stays_near_the_workers() {
+    // The default algorithm: its baseline must not follow the queue it keeps up to max_limit.
+    twice_capacity_with(Gradient2::default()).await;
 }
 
 #[tokio::test(flavor = "current_thread", start_paused = true)]

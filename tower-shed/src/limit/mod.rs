@@ -8,8 +8,8 @@
 //! | algorithm | signal | steady state |
 //! |---|---|---|
 //! | [`Aimd`] | drops and a latency threshold | saw-tooth just below the point where drops start |
-//! | [`Gradient2`] | short-term vs long-term RTT | queueing up to `tolerance` × the long-term RTT |
-//! | [`Vegas`] | estimated queue `L·(1 − rtt_noload/rtt)` | `alpha..beta` requests queued |
+//! | [`Gradient2`] | batch-median RTT vs probed no-load RTT | median RTT about `tolerance` × the no-load RTT |
+//! | [`Vegas`] | estimated queue `L·(1 − rtt_noload/rtt)`, batch-median RTT | `alpha..beta` requests queued |
 //! | [`Fixed`] | none | the configured limit |
 //!
 //! # Damping shared by all algorithms
@@ -36,6 +36,7 @@ mod aimd;
 mod fixed;
 mod gradient2;
 mod vegas;
+mod window;
 
 pub use aimd::{Aimd, AimdBuilder};
 pub use fixed::Fixed;
@@ -249,6 +250,9 @@ impl Shaper {
 
 #[cfg(test)]
 pub(crate) mod sim;
+
+#[cfg(test)]
+mod noise;
 
 #[cfg(test)]
 mod tests {

