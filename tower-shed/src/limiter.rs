@@ -309,11 +309,11 @@ impl Limiter {
     #[inline]
     pub(crate) fn try_acquire(&self, p: usize) -> Option<Ticket> {
         if let Some(shards) = &self.shards {
-            let (thread, sampled) = crate::shards::this_thread(self.sample_mask as u32);
-            let i = shards.index(thread);
-            if !shards.acquire(i) {
-                return None;
-            }
+            let (i, sampled) =
+                crate::shards::admit_on_this_thread(self.sample_mask as u32, |thread| {
+                    let i = shards.index(thread);
+                    shards.acquire(i).then_some(i)
+                })?;
             // Counting in-flight requests reads every shard: only measured requests need it.
             let in_flight = if sampled { shards.in_flight() } else { 0 };
             return Some(Ticket {
@@ -325,15 +325,18 @@ impl Limiter {
         let limit = self.limit.load(Ordering::Relaxed);
         let prev = self.word.fetch_add(SEQ_ONE | 1, Ordering::SeqCst);
         let before = (prev & COUNT_MASK) as usize;
+        // A rejected attempt takes its sequence number back too, so that only admitted
+        // requests are counted for sampling (see `shards::admit_on_this_thread`); concurrent
+        // attempts may then share a number, which only makes the sampling slightly uneven.
         if before >= limit {
-            self.word.fetch_sub(1, Ordering::SeqCst);
+            self.word.fetch_sub(SEQ_ONE | 1, Ordering::SeqCst);
             if self.partitioned {
                 self.claim(p, limit);
             }
             return None;
         }
         if self.partitioned && !self.admit_partition(p, before + 1, limit) {
-            self.word.fetch_sub(1, Ordering::SeqCst);
+            self.word.fetch_sub(SEQ_ONE | 1, Ordering::SeqCst);
             return None;
         }
         Some(Ticket {

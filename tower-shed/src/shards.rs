@@ -53,17 +53,25 @@ thread_local! {
     static THREAD: Cell<(usize, u32)> = const { Cell::new((UNASSIGNED, 0)) };
 }
 
-/// This thread's shard number (reduce it with [`Shards::index`]) and whether to measure this
-/// request.
+/// Runs `admit` with this thread's shard number (reduce it with [`Shards::index`]). If it
+/// admits, the request is counted and the answer says whether to measure it: one admitted
+/// request in `sample_mask + 1`. Rejected attempts are not counted, so that under a periodic
+/// load the measured requests cannot all fall on rejected attempts (which would leave the
+/// limit algorithm without samples while its limit is low).
 #[inline]
-pub(crate) fn this_thread(sample_mask: u32) -> (usize, bool) {
+pub(crate) fn admit_on_this_thread<T>(
+    sample_mask: u32,
+    admit: impl FnOnce(usize) -> Option<T>,
+) -> Option<(T, bool)> {
     THREAD.with(|t| {
         let (mut shard, seq) = t.get();
         if shard == UNASSIGNED {
             shard = NEXT_SHARD.fetch_add(1, Ordering::Relaxed);
+            t.set((shard, seq));
         }
+        let admitted = admit(shard)?;
         t.set((shard, seq.wrapping_add(1)));
-        (shard, seq & sample_mask == 0)
+        Some((admitted, seq & sample_mask == 0))
     })
 }
 

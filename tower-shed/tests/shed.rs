@@ -531,3 +531,40 @@ fn invalid_builder_settings_name_the_field() {
     );
     assert!(l().claim_ttl(Duration::ZERO).build().is_ok());
 }
+
+/// A fixed limit that counts the samples it is fed.
+#[derive(Debug)]
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl tower_shed::limit::Limit for Counting {
+    fn limit(&self) -> usize {
+        1
+    }
+    fn update(&mut self, _: tower_shed::limit::Sample, _: Instant) -> usize {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        1
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn one_admitted_request_in_n_is_measured_whatever_is_rejected_between() {
+    // Regression: rejected attempts used to advance the sampling counter, so under a periodic
+    // load (admit, reject, admit, reject …, with one in two measured) every admitted request
+    // was measured, and with the phase shifted none would be: a limit pinned low for a probe
+    // then never heard from its requests again.
+    let fed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let layer = ShedLayer::builder(Counting(fed.clone()))
+        .sample_every(2)
+        .build()
+        .unwrap();
+    let (mut svc, mut mock) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    for _ in 0..8 {
+        assert_ready_ok!(svc.poll_ready());
+        let admitted = svc.call("admitted");
+        assert_ready_ok!(svc.poll_ready());
+        assert!(svc.call("rejected").await.is_err());
+        assert_request_eq!(mock, "admitted").send_response("ok");
+        admitted.await.unwrap();
+    }
+    assert_eq!(fed.load(std::sync::atomic::Ordering::Relaxed), 4);
+}

@@ -31,23 +31,25 @@ use tokio::time::Instant;
 ///   5× the median) neither cuts the limit nor hides a queue, and each decision sees only
 ///   requests admitted under the previous one;
 /// - the long-term RTT is a **no-load RTT that a standing queue cannot drag up**: it falls to
-///   any lower batch median (a quarter of the way, or at once if less than half) and is
-///   otherwise only re-measured by a probe that drains the queue (the limit pinned to
-///   `probe_pin · L`, default ½, for as long as 16 measured requests take; a probe within
-///   30% of the old baseline is averaged with it). Three decisions in a row at the gradient's floor (½) also
-///   start a probe early: that is what a baseline that is too low (a backend that became
-///   slower for good) looks like.
+///   a lower batch median (a quarter of the way, or at once if less than half) and is
+///   otherwise only re-measured by a probe that drains the queue: the limit pinned to
+///   `probe_pin · L` (default ½) for as long as 32 measured requests take, their median
+///   averaged with the old baseline if within 2× of it, replacing it otherwise. Three
+///   decisions in a row at the gradient's floor (½) also start a probe early: that is what a
+///   baseline that is too low (a backend that became slower for good) looks like.
 ///
 /// With the defaults the limit settles where the median RTT is about `tolerance / (1 −
-/// queue_size / L)` times the no-load one: for a saturated server about `1.5–2 ×` its worker
-/// count, with a median queueing delay of about ½–1 service time.
+/// queue_size / L)` times the no-load one: against a saturated server with 13 workers and
+/// lognormal service times (p99 = 5 × median), at 17–22 with a median queueing delay of about
+/// half a service time.
 ///
-/// Defaults: initial 20, min 1 (Netflix: 20), max 200, tolerance 1.5, `long_window` 10,000
-/// requests between probes, probe pin ½, queue size 4, seed 0, and smoothing **½** where
-/// Netflix has 0.2 per sample: here the limit moves once per batch of 32 measured requests
-/// (several RTTs), and half of each step keeps the batch medians' noise out of the limit
-/// (in the noisy-server tests the limit's CV is 0.08–0.15, against 0.09–0.17 with the whole
-/// step).
+/// Defaults: initial 20, min 1 (Netflix: 20), max 200, tolerance 1.5, `long_window` 60,000
+/// requests between probes (a probe forgoes at most `32 × sample_every × (1 − pin) / pin`
+/// requests, about 1% at this spacing, less when `pin · L` still covers the workers), probe
+/// pin ½, queue size 4, seed
+/// 0, and smoothing **½** where Netflix has 0.2 per sample: here the limit moves once per batch
+/// of 32 measured requests (several RTTs), and half of each step keeps the batch medians'
+/// noise out of the limit.
 ///
 /// ```
 /// use std::time::Duration;
@@ -101,7 +103,7 @@ impl Default for Gradient2Builder {
                 smoothing: 0.5,
             },
             tolerance: 1.5,
-            long_window: 30_000,
+            long_window: 60_000,
             queue_size: 4.0,
             probe_pin: 0.5,
             seed: 0,

@@ -35,7 +35,10 @@ use tokio::time::Instant;
 /// Samples per decision batch.
 pub(crate) const BATCH: usize = 32;
 /// The most samples a probe measures the no-load RTT from.
-pub(crate) const PROBE_SAMPLES: usize = 16;
+pub(crate) const PROBE_SAMPLES: usize = 32;
+/// A probe within this factor of the baseline is averaged with it (both are noisy medians);
+/// one further off replaces it (the backend changed).
+const CLOSE: f64 = 2.0;
 /// Probes are at least this many times their own length apart.
 const PROBE_GAP: usize = 25;
 /// How far a lower batch median pulls the baseline down: a quarter of the way.
@@ -54,10 +57,10 @@ fn from_nanos(n: u64) -> Duration {
     }
 }
 
-/// Whether two estimates are within 30% of each other.
+/// Whether two estimates are within a factor [`CLOSE`] of each other.
 fn close(a: Duration, b: Duration) -> bool {
     let (a, b) = (a.as_secs_f64(), b.as_secs_f64());
-    a < b * 1.3 && b < a * 1.3
+    a < b * CLOSE && b < a * CLOSE
 }
 
 /// Up to `N` RTTs of requests admitted after the batch opened, with their total weight.
@@ -224,8 +227,6 @@ impl Baseline {
                 return Probing::Pinned(shaper.get());
             }
             let measured = probe.batch.median();
-            // A probe that confirms the baseline (within ±30%) is averaged with it: both are
-            // noisy medians. One that contradicts it replaces it.
             self.value = match (self.value, measured) {
                 (Some(old), Some(new)) if close(old, new) => Some(old / 2 + new / 2),
                 (old, new) => new.or(old),
