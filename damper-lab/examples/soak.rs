@@ -112,8 +112,8 @@ impl Stack for Soaked {
         self.inner.server(ctx, replica)
     }
 
-    fn endpoint(&self, ctx: &StackCtx<'_>, endpoint: BoxSvc) -> BoxSvc {
-        self.inner.endpoint(ctx, endpoint)
+    fn endpoints(&self, ctx: &StackCtx<'_>, endpoints: Vec<BoxSvc>) -> Vec<BoxSvc> {
+        self.inner.endpoints(ctx, endpoints)
     }
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {

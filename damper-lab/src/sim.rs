@@ -163,21 +163,17 @@ fn build(
             let backend = if replicas.len() == 1 {
                 replicas[0].clone()
             } else {
+                let ctx = StackCtx {
+                    scenario: sc,
+                    index: c,
+                    seed: sub_seed(seed, &format!("endpoints{c}")),
+                    probes,
+                };
                 let list = ServiceList::new(
-                    replicas
-                        .iter()
-                        .cloned()
-                        .enumerate()
-                        .map(|(r, s)| {
-                            let ctx = StackCtx {
-                                scenario: sc,
-                                index: r as u32,
-                                seed: sub_seed(seed, &format!("endpoint{c}-{r}")),
-                                probes,
-                            };
-                            let s = stack.endpoint(&ctx, s);
-                            PendingRequests::new(s, CompleteOnResponse::default())
-                        })
+                    stack
+                        .endpoints(&ctx, replicas.clone())
+                        .into_iter()
+                        .map(|s| PendingRequests::new(s, CompleteOnResponse::default()))
                         .collect::<Vec<_>>(),
                 );
                 let rng = TowerRng(SplitMix64::new(sub_seed(seed, &format!("p2c{c}"))));

@@ -55,11 +55,11 @@ pub trait Stack: Send + Sync {
         replica
     }
 
-    /// Wraps one client's view of one replica, under the client's balancer (only when there
-    /// are several replicas; `ctx.index` is the replica, `ctx.seed` is per client and
-    /// replica). Default: unchanged.
-    fn endpoint(&self, _ctx: &StackCtx<'_>, endpoint: BoxSvc) -> BoxSvc {
-        endpoint
+    /// Wraps one client's views of the replicas, under the client's balancer (only when there
+    /// are several replicas; `ctx.index` is the client, `endpoints[r]` is replica `r`).
+    /// Default: unchanged.
+    fn endpoints(&self, _ctx: &StackCtx<'_>, endpoints: Vec<BoxSvc>) -> Vec<BoxSvc> {
+        endpoints
     }
 
     /// Wraps one client's view of the backend.
@@ -130,9 +130,10 @@ impl Stack for FixedBreakerStack {
 /// - server side, when the scenario sheds on the server (`tower.server_limit` set):
 ///   [`damper::ServerStack`] with its defaults, per replica.
 ///
-/// - under each client's balancer, when there are several replicas: a breaker per replica in
-///   gate mode (tower-breaker's `Mode::Gate`, tripping like the client stack's: failure rate
-///   or 20 consecutive failures), so p2c routes around an open endpoint instead of the client
+/// - under each client's balancer, when there are several replicas: a `KeyedBreakerLayer`
+///   per client, keyed by replica, wrapping each endpoint through `layer_for` in gate mode
+///   (tower-breaker's `Mode::Gate`, tripping like the client stack's: failure rate or 20
+///   consecutive failures), so p2c routes around an open endpoint instead of the client
 ///   failing fast for all of them.
 ///
 /// The driver supplies each request's deadline (the requests carry it through
@@ -156,20 +157,29 @@ impl Stack for DampedStack {
         BoxCloneService::new(ServiceBuilder::new().layer(stack).service(replica))
     }
 
-    fn endpoint(&self, ctx: &StackCtx<'_>, endpoint: BoxSvc) -> BoxSvc {
-        use damper::breaker::{BreakerConfig, BreakerLayer, Mode};
+    fn endpoints(&self, ctx: &StackCtx<'_>, endpoints: Vec<BoxSvc>) -> Vec<BoxSvc> {
+        use damper::breaker::{BreakerConfig, KeyedBreakerLayer, Mode};
         let config = BreakerConfig::builder()
-            .name(format!("endpoint{}", ctx.index))
+            .name(format!("endpoints{}", ctx.index))
             .consecutive_failures(damper::config::DEFAULT_CONSECUTIVE_FAILURES)
             .mode(Mode::Gate)
             .seed(ctx.seed)
             .build()
             .expect("valid endpoint breaker");
-        BoxCloneService::new(
-            ServiceBuilder::new()
-                .layer(BreakerLayer::new(config).classifier(WireClassifier))
-                .service(endpoint),
-        )
+        // One registry per client, keyed by replica: `layer_for` wraps each endpoint in its
+        // key's breaker, in gate mode, and a reconnected endpoint would find its state again.
+        let keyed = KeyedBreakerLayer::new(config, |_: &Req| 0usize).classifier(WireClassifier);
+        endpoints
+            .into_iter()
+            .enumerate()
+            .map(|(r, endpoint)| {
+                BoxCloneService::new(
+                    ServiceBuilder::new()
+                        .layer(keyed.layer_for(&r))
+                        .service(endpoint),
+                )
+            })
+            .collect()
     }
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {

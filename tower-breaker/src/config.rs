@@ -121,6 +121,22 @@ fn default_stripes() -> usize {
 }
 
 impl BreakerConfig {
+    /// The config of one key's breaker in a [`KeyedBreakerLayer`](crate::KeyedBreakerLayer):
+    /// with a fixed seed, each key draws its own jitter (the seed mixed with a hash of the
+    /// key), so the breakers of several endpoints do not reopen in lockstep, and a run stays
+    /// reproducible.
+    pub(crate) fn for_key(&self, key: &str) -> Self {
+        let mut config = self.clone();
+        if let Some(seed) = self.seed {
+            // FNV-1a over the key, then mixed into the seed.
+            let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+            });
+            config.seed = Some(seed ^ hash.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        }
+        config
+    }
+
     /// Starts from the defaults.
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder {
@@ -450,6 +466,27 @@ impl BreakerSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_key_of_a_seeded_config_draws_its_own_jitter() {
+        let seeded = BreakerConfig::builder().seed(7).build().unwrap();
+        let (a, b) = (seeded.for_key("0"), seeded.for_key("1"));
+        assert_ne!(a.seed, b.seed);
+        assert_ne!(a.seed, seeded.seed);
+        // Reproducible: the same key gets the same seed every time.
+        assert_eq!(seeded.for_key("0").seed, a.seed);
+        // Everything else is the key's config unchanged.
+        assert_eq!(
+            BreakerConfig { seed: None, ..a },
+            BreakerConfig {
+                seed: None,
+                ..seeded.clone()
+            }
+        );
+        // Unseeded configs stay unseeded: each breaker seeds itself.
+        let unseeded = BreakerConfig::builder().build().unwrap();
+        assert_eq!(unseeded.for_key("0").seed, None);
+    }
 
     #[test]
     fn defaults_are_valid() {

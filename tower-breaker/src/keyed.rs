@@ -77,11 +77,12 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         while map.len() >= self.max_keys() {
             self.evict_one(&mut map, now);
         }
+        let label = format!("{key:?}");
         let shared = Arc::new(Shared::with_metrics(
-            &self.config,
+            &self.config.for_key(&label),
             self.origin,
             self.metrics.clone(),
-            Some(format!("{key:?}")),
+            Some(label),
         ));
         map.insert(key.clone(), shared.clone());
         shared
