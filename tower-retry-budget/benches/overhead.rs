@@ -6,7 +6,10 @@
 //! Every service is polled directly with a no-op waker (the trivial inner service is always
 //! ready and answers at once), so the figures are the middleware's own cost. "2 threads" runs
 //! the same number of calls on each of two OS threads sharing one budget and reports wall time
-//! per call *per thread*: the throughput scaling is `2 × t(1 thread) / t(2 threads)`.
+//! per call *per thread*: the throughput scaling is `2 × t(1 thread) / t(2 threads)`. The
+//! "parallelism check" case does a withdrawal's worth of work touching nothing shared: its two
+//! figures match only if the two threads really ran side by side, so check it before reading
+//! the scaling of the others on a shared machine.
 
 #![allow(missing_docs)]
 // Benchmarks measure wall-clock time with criterion's own std Instant; this is not library code.
@@ -224,6 +227,19 @@ fn withdraw_on<F: Fn() -> bool + Sync>(threads: usize, iters: u64, f: &F) -> Dur
     })
 }
 
+/// About as much work as a withdrawal, touching no shared state: on an idle 2-core machine its
+/// "2 threads" figure equals its "1 thread" one. When it does not, the two threads did not run
+/// side by side (other load on the machine) and the run's scaling figures mean little.
+fn local_work() -> bool {
+    let mut x = black_box(0x9E37_79B9_7F4A_7C15u64);
+    for _ in 0..8 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+    }
+    black_box(x) != 0
+}
+
 fn withdraw(c: &mut Criterion) {
     let mut g = c.benchmark_group("withdraw");
     let now = tokio::time::Instant::now();
@@ -233,6 +249,9 @@ fn withdraw(c: &mut Criterion) {
         } else {
             "2 threads"
         };
+        g.bench_function(format!("parallelism check (local work)/{label}"), |b| {
+            b.iter_custom(|n| withdraw_on(threads, n, &local_work))
+        });
         g.bench_function(format!("damper try_withdraw (funded)/{label}"), |b| {
             b.iter_custom(|n| {
                 let (ours, _) = funded(n * threads as u64);

@@ -25,6 +25,25 @@
 //! and never touches the floor, and the floor stays whole for the moment the bucket runs dry —
 //! it is a floor, not a subsidy spent while the bucket could pay.
 //!
+//! # Many threads, one budget
+//! One budget is shared by every clone of the retry and hedge layers, so it is hit from every
+//! runtime thread at once. A single counter would make those threads take turns on one cache
+//! line. The [`TokenBucket`] instead *leases* whole tokens from its shared balance to a few
+//! per-thread stripes (up to 64 at a time, at most an eighth of the shared whole tokens), so a
+//! funded withdrawal is a compare-and-swap on a line that only its own thread writes; a thread
+//! whose stripe and the shared balance are both empty steals from the other stripes before it
+//! refuses. What this keeps and what it costs:
+//! - withdrawals are still **exact**: tokens only move, so the bound below holds over any
+//!   interleaving, however many threads withdraw;
+//! - `max_tokens` still bounds **everything** banked, leased tokens included, so the burst at
+//!   the onset of an outage is still at most `max_tokens` (plus the floor);
+//! - a withdrawal is refused only when the whole budget, stripes included, holds less than a
+//!   token — except that, racing another thread that is moving tokens between the shared
+//!   balance and a stripe at that very moment, it may be refused with those tokens in flight
+//!   (the exact statement is in the [`TokenBucket`] docs);
+//! - decay reaches leased tokens too: each decay tick first moves them back to the shared
+//!   balance.
+//!
 //! # The bound
 //! Over any interleaving of deposits, withdrawals and time, the number of successful withdrawals
 //! from time `t0` (when the budget was built) to `t` is at most
@@ -650,6 +669,37 @@ mod tests {
     }
 
     #[test]
+    fn decay_reaches_tokens_leased_to_a_thread() {
+        let base = Instant::now();
+        let b = RetryBudget::builder()
+            .min_per_sec(0.0)
+            .max_tokens(1000.0)
+            .initial(1000.0)
+            .ttl(Duration::from_secs(10))
+            .build_at(base)
+            .unwrap();
+        // The first withdrawal leases 64 tokens to this thread's stripe: 63 stay there.
+        assert!(b.try_withdraw(base));
+        assert_eq!(b.balance(base), 999.0);
+        let e = std::f64::consts::E;
+        let one = b.balance(t(base, 10_000));
+        assert!((one - 999.0 / e).abs() < 1e-6, "{one}");
+        // Three time constants take more than the shared balance held: the leased tokens are
+        // recalled and decay with the rest.
+        let three = b.balance(t(base, 30_000));
+        assert!((three - 999.0 / e.powi(3)).abs() < 1e-6, "{three}");
+        let paid = (0..1000)
+            .filter(|_| b.try_withdraw(t(base, 30_000)))
+            .count();
+        assert_eq!(paid as f64, three.floor());
+        // Nothing is lost to the stripes: deposits fill the bucket back to its cap.
+        for _ in 0..20_000 {
+            b.deposit(t(base, 30_000));
+        }
+        assert_eq!(b.balance(t(base, 30_000)), 1000.0);
+    }
+
+    #[test]
     fn concurrent_withdrawals_never_overdraw() {
         let base = Instant::now();
         let b = RetryBudget::builder()
@@ -748,20 +798,25 @@ mod loom_tests {
     use super::*;
     use loom::thread;
 
+    /// A budget with no floor and a 1 s decay, its clock starting at `base`.
+    fn decaying(ratio: f64, max: f64, initial: f64, base: Instant) -> Arc<RetryBudget> {
+        RetryBudget::builder()
+            .ratio(ratio)
+            .max_tokens(max)
+            .initial(initial)
+            .min_per_sec(0.0)
+            .ttl(Duration::from_secs(1))
+            .build_at(base)
+            .unwrap()
+    }
+
     // Two withdrawals race a deposit and a decay tick over one banked token: no more is spent
     // than was credited, the decay is applied once, and the balance stays consistent.
     #[test]
     fn loom_composite_budget_never_overdraws() {
         loom::model(|| {
             let base = Instant::now();
-            let b = RetryBudget::builder()
-                .ratio(0.5)
-                .max_tokens(2.0)
-                .initial(1.0)
-                .min_per_sec(0.0)
-                .ttl(Duration::from_secs(1))
-                .build_at(base)
-                .unwrap();
+            let b = decaying(0.5, 2.0, 1.0, base);
             let later = base + Duration::from_millis(100);
             let w = |b: Arc<RetryBudget>| thread::spawn(move || b.try_withdraw(later) as u32);
             let t1 = w(b.clone());
@@ -781,6 +836,43 @@ mod loom_tests {
                 b.decay.as_ref().unwrap().last.load(Ordering::Relaxed),
                 100_000_000
             );
+        });
+    }
+
+    // Threads on two stripes withdraw while a decay tick recalls the leased tokens: never more
+    // is paid than was banked, nothing stays stuck in a stripe, and the cap is whole again once
+    // deposits refill the bucket.
+    #[test]
+    fn loom_decay_recalls_leases_while_threads_withdraw() {
+        loom::model(|| {
+            let base = Instant::now();
+            let b = decaying(1.0, 4.0, 4.0, base);
+            // A lease of two: one paid, one left in stripe 0, two in the shared balance.
+            assert!(b.try_withdraw(base));
+            let later = base + Duration::from_millis(100);
+            let on = |b: &Arc<RetryBudget>, stripe: usize, now: Instant| {
+                let b = b.clone();
+                thread::spawn(move || {
+                    damper_core::budget::loom_pin_stripe(stripe);
+                    b.try_withdraw(now) as u32
+                })
+            };
+            // Stripe 0 spends its leased token while stripe 1 applies the decay tick (which
+            // recalls that token) and then leases or steals.
+            let t0 = on(&b, 0, base);
+            let t1 = on(&b, 1, later);
+            let got = t0.join().unwrap() + t1.join().unwrap();
+            let left = b.bucket.balance();
+            assert!(f64::from(got) + left <= 3.0 + 1e-9, "{got} + {left}");
+            let mut more = 0;
+            while b.try_withdraw(later) {
+                more += 1;
+            }
+            assert_eq!(f64::from(more), left.floor());
+            for _ in 0..4 {
+                b.deposit(later);
+            }
+            assert_eq!(b.bucket.balance(), 4.0);
         });
     }
 }
