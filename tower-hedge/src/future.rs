@@ -33,7 +33,9 @@ pin_project! {
     /// `max_hedges` hedges, racing; the first healthy answer wins and the rest are dropped.
     ///
     /// Holds at most one timer, created only if the first attempt is still pending when first
-    /// polled, and reset (not re-allocated) between hedges.
+    /// polled, and reset (not re-allocated) between hedges. The first attempt is held inline;
+    /// hedges are boxed when sent, so a request that is never hedged carries (and moves through
+    /// the layers above) the space of one attempt, not two.
     ///
     /// # Cancel safety
     /// Dropping it drops every attempt still running; nothing is recorded for them.
@@ -44,8 +46,10 @@ pin_project! {
     {
         #[pin]
         primary: Option<S::Future>,
-        #[pin]
-        hedge: Option<S::Future>,
+        // The first hedge, boxed when sent: only the few hedged requests pay for its space,
+        // and every other request's future (and every layer above that holds it) stays the
+        // size of one attempt.
+        hedge: Option<Pin<Box<S::Future>>>,
         #[pin]
         sleep: Option<Sleep>,
         // Hedges beyond the first (only with `max_hedges` > 1), boxed when sent.
@@ -125,9 +129,9 @@ where
                 }
             }
             if done.is_none() {
-                if let Some(f) = this.hedge.as_mut().as_pin_mut() {
-                    if let Poll::Ready(r) = f.poll(cx) {
-                        this.hedge.set(None);
+                if let Some(f) = this.hedge.as_mut() {
+                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
+                        *this.hedge = None;
                         done = Some((r, *this.hedge_start, false));
                     }
                 }
@@ -168,7 +172,7 @@ where
                     }
                     // Losers are dropped at once, before the answer is handed back.
                     this.primary.set(None);
-                    this.hedge.set(None);
+                    *this.hedge = None;
                     this.more.clear();
                     this.sleep.set(None);
                     *this.armed = None;
@@ -236,7 +240,7 @@ where
                         }
                     };
                     if this.hedge.is_none() {
-                        this.hedge.set(Some(fut));
+                        *this.hedge = Some(Box::pin(fut));
                         *this.hedge_start = now;
                     } else {
                         this.more.push((Box::pin(fut), now));
