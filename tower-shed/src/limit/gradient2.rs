@@ -12,7 +12,8 @@ use tokio::time::Instant;
 ///          U(0.5, 1) · long_window requests (the limit pinned to probe_pin · L)
 /// g      = clamp(tolerance · long / short, 0.5, 1)
 /// target = L · g + queue_size
-/// L'     = (1 − smoothing) · L + smoothing · target      (once per batch)
+/// L'     = target                             if target < L   (once per batch)
+///          (1 − smoothing) · L + smoothing · target   otherwise
 /// ```
 ///
 /// Nothing grows while the limit is not in use (most of the batch admitted with
@@ -35,8 +36,9 @@ use tokio::time::Instant;
 ///   otherwise only re-measured by a probe that drains the queue: the limit pinned to
 ///   `probe_pin · L` (default ½) for as long as 32 measured requests take, their median
 ///   averaged with the old baseline if within 2× of it, replacing it otherwise. Three
-///   decisions in a row at the gradient's floor (½) also start a probe early: that is what a
-///   baseline that is too low (a backend that became slower for good) looks like.
+///   decisions near the gradient's floor (below 0.6) whose cuts did not shorten the RTT also
+///   start a probe early: that is what a baseline that is too low (a backend that became
+///   slower for good) looks like.
 ///
 /// With the defaults the limit settles where the median RTT is about `tolerance / (1 −
 /// queue_size / L)` times the no-load one: against a saturated server with 13 workers and
@@ -47,9 +49,10 @@ use tokio::time::Instant;
 /// requests between probes (a probe forgoes at most `32 × sample_every × (1 − pin) / pin`
 /// requests, about 1% at this spacing, less when `pin · L` still covers the workers), probe
 /// pin ½, queue size 4, seed
-/// 0, and smoothing **½** where Netflix has 0.2 per sample: here the limit moves once per batch
-/// of 32 measured requests (several RTTs), and half of each step keeps the batch medians'
-/// noise out of the limit.
+/// 0, and smoothing **½**, for increases only, where Netflix has 0.2 per sample for both: here
+/// the limit moves once per batch of 32 measured requests (several RTTs); half of each
+/// increase keeps the batch medians' noise from ratcheting the limit up, and whole cuts bring
+/// a limit that starts far too high (200 against 13 workers) down in about 2 s.
 ///
 /// ```
 /// use std::time::Duration;
@@ -74,11 +77,16 @@ pub struct Gradient2 {
     tolerance: f64,
     queue_size: f64,
     long_window: f64,
-    /// Decisions in a row at the gradient's floor.
+    /// Decisions near the gradient's floor whose cut did not shorten the RTT, since the last
+    /// one away from it.
     at_floor: u32,
+    /// The previous batch's median.
+    last_short: Duration,
 }
 
-/// Decisions in a row at the gradient's floor that start a probe early.
+/// Decisions near the gradient's floor (below 0.6) whose batch median is not a quarter
+/// shorter than the one before, with none away from the floor between them, that start a
+/// probe early (see `update`).
 const FLOOR_RUN: u32 = 3;
 
 /// Builds a [`Gradient2`]. See [`Gradient2::builder`].
@@ -172,6 +180,7 @@ impl Gradient2Builder {
             queue_size: self.queue_size,
             long_window,
             at_floor: 0,
+            last_short: Duration::MAX,
         })
     }
 }
@@ -206,17 +215,26 @@ impl Limit for Gradient2 {
         };
         let ratio = long.as_secs_f64() / batch.rtt.as_secs_f64().max(1e-9);
         let gradient = (self.tolerance * ratio).clamp(0.5, 1.0);
-        if gradient <= 0.5 {
+        // A baseline too low (the backend became slower for good) keeps the gradient near its
+        // floor while the cuts remove no queue: the RTT stays put. A limit coming down from far
+        // above the operating point also sits at the floor, but each cut shortens the RTT by
+        // much more than the batch median's noise; probing then would pin the limit to half
+        // of a limit still too high, measure a queue and keep it.
+        let shortened = batch.rtt < self.last_short.mul_f64(0.75);
+        self.last_short = batch.rtt;
+        if gradient >= 0.6 {
+            self.at_floor = 0;
+        } else if !shortened {
             self.at_floor += 1;
             if self.at_floor >= FLOOR_RUN {
                 self.at_floor = 0;
                 self.rtts.baseline.probe_now();
             }
-        } else {
-            self.at_floor = 0;
         }
+        // Cuts are taken whole: a limit far above the operating point comes down in a few
+        // batches. Growth is smoothed: that is where the batch medians' noise would ratchet.
         self.shaper
-            .step(l * gradient + self.queue_size, &batch, now)
+            .step_smoothed(l * gradient + self.queue_size, &batch, now, false)
     }
 
     fn min_rtt(&self) -> Option<Duration> {

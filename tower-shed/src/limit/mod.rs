@@ -220,13 +220,29 @@ impl Shaper {
     /// of one RTT (a sample takes `weight/L` of it); a decrease is applied whole, but only if no
     /// cut happened within the sample's `rtt`. Returns the integer limit.
     pub(crate) fn step(&mut self, target: f64, sample: &Sample, now: Instant) -> usize {
+        self.step_smoothed(target, sample, now, true)
+    }
+
+    /// [`Shaper::step`], with the smoothing applied to increases only when `smooth_cuts` is
+    /// false: a cut then takes the whole step.
+    pub(crate) fn step_smoothed(
+        &mut self,
+        target: f64,
+        sample: &Sample,
+        now: Instant,
+        smooth_cuts: bool,
+    ) -> usize {
         let rtt = sample.rtt;
         let target = if target.is_finite() {
             target
         } else {
             self.value
         };
-        let mut next = (1.0 - self.smoothing) * self.value + self.smoothing * target;
+        let mut next = if target < self.value && !smooth_cuts {
+            target
+        } else {
+            (1.0 - self.smoothing) * self.value + self.smoothing * target
+        };
         if next > self.value {
             // About `L` requests complete per RTT: each takes 1/L of the step (a sample standing
             // for `w` requests takes w/L), so the limit grows by one step per RTT whatever the
@@ -318,6 +334,25 @@ mod tests {
         assert_eq!(s.step(-5.0, &at(Duration::ZERO), t0), 2);
         assert_eq!(s.step(f64::NAN, &at(Duration::ZERO), t0), 2);
         assert_eq!(s.step(1e12, &at(Duration::ZERO), t0), 50);
+    }
+
+    #[test]
+    fn shaper_can_take_cuts_whole_and_smooth_growth_only() {
+        let t0 = Instant::now();
+        let mut s = Shaper::new(Bounds {
+            smoothing: 0.5,
+            ..bounds()
+        });
+        let w = |rtt| at(rtt).with_weight(100);
+        // A cut to 4 is taken whole; the same cut smoothed would stop at 7.
+        assert_eq!(s.step_smoothed(4.0, &w(Duration::ZERO), t0, false), 4);
+        // Growth is still smoothed: half of the way from 4 to 20.
+        assert_eq!(s.step_smoothed(20.0, &w(Duration::ZERO), t0, false), 12);
+        let mut s = Shaper::new(Bounds {
+            smoothing: 0.5,
+            ..bounds()
+        });
+        assert_eq!(s.step(4.0, &w(Duration::ZERO), t0), 7);
     }
 
     #[test]

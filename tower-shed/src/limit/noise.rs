@@ -145,7 +145,9 @@ fn gradient2_remeasures_the_baseline_after_a_permanent_slowdown() {
     let mut g = Gradient2::default();
     let (mut srv, _, _) = overload(&mut g, 5);
     srv.median = MEDIAN * 3;
-    srv.run(&mut g, 10.0);
+    // At a third of the rate a batch takes three times as long: the limit sinks, a probe
+    // re-measures the baseline after three batches, and the limit grows back, +2 a batch.
+    srv.run(&mut g, 20.0);
     let slow = srv.run(&mut g, 30.0);
     show("3x slower", &slow);
     let base = g.min_rtt().unwrap();
@@ -163,4 +165,26 @@ fn gradient2_remeasures_the_baseline_after_a_permanent_slowdown() {
         "{}",
         slow.throughput
     );
+}
+
+#[test]
+fn gradient2_comes_down_from_a_limit_far_too_high_within_2s() {
+    // Cuts are whole and a probe is not started while cuts still shorten the RTT: from 10×
+    // the operating point the limit is near it 2–2.5 s after the load arrives, and stays.
+    for initial in [100, 200] {
+        let mut g = Gradient2::builder().initial_limit(initial).build().unwrap();
+        let mut srv = Noisy::new(WORKERS, MEDIAN, 1);
+        srv.demand = 6;
+        srv.run(&mut g, 10.0);
+        srv.demand = usize::MAX;
+        srv.run(&mut g, 2.5);
+        let after = srv.run(&mut g, 20.0);
+        show("after the descent", &after);
+        assert!(
+            (13.0..=30.0).contains(&after.mean_limit()),
+            "{}",
+            after.mean_limit()
+        );
+        assert!(after.limit_cv() <= 0.15, "{}", after.limit_cv());
+    }
 }
