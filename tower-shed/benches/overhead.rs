@@ -77,7 +77,12 @@ where
 {
     for i in 0..n {
         poll_fn(|cx| svc.poll_ready(cx)).await.unwrap();
-        black_box(svc.call(black_box(i)).await.unwrap());
+        // Far below the limit every call is admitted, but the sharded pool may, rarely, turn
+        // one away while another thread has slots in transit (see the `shards` module docs);
+        // more likely while a probe pins an adaptive limit to half (with two threads and
+        // one request in flight each, about once in 10^5–10^6 calls at a limit of 10). That
+        // answer is part of the cost, not a failure of the bench.
+        black_box(svc.call(black_box(i)).await.is_ok());
     }
 }
 
