@@ -41,6 +41,9 @@ pub struct Metrics {
     /// adaptive limit): on the load plateau, from 2 s after its step, when the trigger is a
     /// load step (the limit is only in use there); otherwise outside the trigger window.
     pub limit_cv: Option<f64>,
+    /// Seconds from a load step until the concurrency limit settles (see [`settle_s`]);
+    /// `null` without an adaptive limit, without a load-step trigger, or if it never settles.
+    pub limit_settle_s: Option<f64>,
 }
 
 /// Per-second series.
@@ -145,6 +148,36 @@ pub fn steady(samples: &[(f64, f64)], duration: f64, window: Option<(f64, f64)>)
         .collect()
 }
 
+/// How far from the plateau's level a settled limit may be: ±20%.
+pub const SETTLE_BAND: f64 = 0.2;
+/// How long the limit must hold within the band to count as settled.
+pub const SETTLE_HOLD_S: f64 = 1.0;
+
+/// Seconds from `step` until the limit settles: the earliest sample time `t ≥ step` from which
+/// every sample for [`SETTLE_HOLD_S`] is within ±`band` of the plateau's level (the median of
+/// the samples from `step + 2 s` to `end`). It says when the limit got there, not that it
+/// stayed: `limit_cv` measures that. `None` without samples or if it never does.
+pub fn settle_s(samples: &[(f64, f64)], step: f64, end: f64, band: f64) -> Option<f64> {
+    let mut plateau = within(samples, (step + 2.0, end));
+    if plateau.is_empty() {
+        return None;
+    }
+    plateau.sort_by(f64::total_cmp);
+    let level = plateau[plateau.len() / 2];
+    let inside = |v: f64| (v - level).abs() <= band * level;
+    samples
+        .iter()
+        .map(|s| s.0)
+        .filter(|&t| t >= step && t + SETTLE_HOLD_S <= end)
+        .find(|&t| {
+            samples
+                .iter()
+                .filter(|s| s.0 >= t && s.0 < t + SETTLE_HOLD_S)
+                .all(|s| inside(s.1))
+        })
+        .map(|t| t - step)
+}
+
 /// Samples taken within `[a, z)`: the steady part of a load plateau.
 pub fn within(samples: &[(f64, f64)], (a, z): (f64, f64)) -> Vec<f64> {
     samples
@@ -191,6 +224,12 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
             None => steady(&out.limit_samples, sc.duration, sc.window),
         })
         .map(round),
+        limit_settle_s: match (sc.plateau, sc.window) {
+            (Some((_, end)), Some((step, _))) => {
+                settle_s(&out.limit_samples, step, end, SETTLE_BAND).map(round)
+            }
+            _ => None,
+        },
     };
     let series = Series {
         offered: d.offered.clone(),
@@ -249,6 +288,52 @@ mod tests {
         assert_eq!(recovery_s(&dead, &offered, 3.0, 2.0), None);
         // Seconds with nothing offered do not block recovery.
         assert_eq!(recovery_s(&[0, 0, 0], &[0, 0, 0], 0.0, 2.0), Some(0.0));
+    }
+
+    #[test]
+    fn settle_time_is_when_the_limit_reaches_its_level_and_holds_it() {
+        // 100 ms samples; step at 10 s, plateau to 30 s.
+        let at = |f: &dyn Fn(f64) -> f64| -> Vec<(f64, f64)> {
+            (0..300)
+                .map(|i| i as f64 / 10.0)
+                .map(|t| (t, f(t)))
+                .collect()
+        };
+        // From 100 down to 20 at 11 s, with a brief pin to 10 at 20 s: settled after 1 s.
+        let s = at(&|t| {
+            if t < 11.0 {
+                100.0
+            } else if (20.0..20.5).contains(&t) {
+                10.0
+            } else {
+                20.0
+            }
+        });
+        assert_eq!(settle_s(&s, 10.0, 30.0, 0.2), Some(1.0));
+        // A dip within the first second after reaching the level delays it.
+        let dip = at(&|t| {
+            if t < 11.0 || (11.5..11.6).contains(&t) {
+                100.0
+            } else {
+                20.0
+            }
+        });
+        assert_eq!(
+            settle_s(&dip, 10.0, 30.0, 0.2).map(|s| (s * 10.0).round()),
+            Some(16.0)
+        );
+        // Already at its level at the step.
+        assert_eq!(settle_s(&at(&|_| 20.0), 10.0, 30.0, 0.2), Some(0.0));
+        // Never near the plateau's level for a whole second.
+        let saw = at(&|t| {
+            if (t * 10.0).round() as i64 % 4 == 0 {
+                100.0
+            } else {
+                20.0
+            }
+        });
+        assert_eq!(settle_s(&saw, 10.0, 30.0, 0.2), None);
+        assert_eq!(settle_s(&[], 10.0, 30.0, 0.2), None);
     }
 
     #[test]

@@ -49,7 +49,7 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<32} {:<7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>7} {:>6} {:>5} {:>6}",
+            "{:<32} {:<7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>7} {:>6} {:>5} {:>6} {:>6}",
             "scenario",
             "stack",
             "goodput",
@@ -61,7 +61,8 @@ impl Report {
             "false_to",
             "hedge",
             "brk",
-            "lim_cv"
+            "lim_cv",
+            "settle"
         );
         let opt = |v: Option<f64>, prec: usize| match v {
             Some(x) => format!("{x:.prec$}"),
@@ -77,7 +78,7 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<32} {:<7} {:>7.3} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>7.4} {:>6} {:>5} {:>6}",
+                    "{:<32} {:<7} {:>7.3} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>7.4} {:>6} {:>5} {:>6} {:>6}",
                     sc.name,
                     st.name,
                     m.goodput_ratio,
@@ -91,6 +92,7 @@ impl Report {
                     m.breaker_transitions
                         .map_or_else(|| "-".to_owned(), |b| b.to_string()),
                     opt(m.limit_cv, 3),
+                    opt(m.limit_settle_s, 1),
                 );
             }
         }
