@@ -34,10 +34,11 @@
 //!
 //! # What it does
 //!
-//! - **Limits** ([`limit`]): [`Aimd`](limit::Aimd), [`Gradient2`](limit::Gradient2),
-//!   [`Vegas`](limit::Vegas) (with a jittered, drained re-probe of the no-load RTT) and
-//!   [`Fixed`](limit::Fixed); all bounded, smoothed, grow only while the limit is in use and cut
-//!   at most once per RTT.
+//! - **Limits** ([`limit`]): [`Aimd`](limit::Aimd), [`Gradient2`](limit::Gradient2) and
+//!   [`Vegas`](limit::Vegas) (both deciding on the median RTT of a batch of requests against a
+//!   no-load RTT that a standing queue cannot drag up: re-measured by a jittered probe that
+//!   drains the queue) and [`Fixed`](limit::Fixed); all bounded, smoothed, grow only while the
+//!   limit is in use and cut at most once per RTT.
 //! - **Admission without a lock.** Permits are taken in `call`, not reserved in `poll_ready`
 //!   (which only forwards the inner service's readiness), so idle keep-alive connections hold
 //!   none. In the default mode the limit is a pool of slots leased per thread in small batches,

@@ -15,7 +15,8 @@
 //! # Damping shared by all algorithms
 //!
 //! Every algorithm clamps its limit to `[min_limit, max_limit]`, smooths each step
-//! (`L' = (1 − smoothing)·L + smoothing·target`) and cuts the limit **at most once per RTT**: a
+//! (`L' = (1 − smoothing)·L + smoothing·target`; Gradient2 smooths increases only) and cuts the
+//! limit **at most once per RTT**: a
 //! decrease is applied only if the sample's request started after the previous cut
 //! (`now − rtt ≥ last_cut`), because requests that were already in flight during the cut cannot
 //! show its effect yet. Without that rule a burst of slow completions caused by one overload
