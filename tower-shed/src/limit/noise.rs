@@ -188,3 +188,48 @@ fn gradient2_comes_down_from_a_limit_far_too_high_within_2s() {
         assert!(after.limit_cv() <= 0.15, "{}", after.limit_cv());
     }
 }
+
+/// The counter-check: the previous Gradient2 (Netflix's estimates: the long-term RTT an
+/// exponential average of every sample, the short-term RTT the sample itself), against the
+/// same server, drifts up toward `max_limit`.
+#[derive(Debug)]
+struct AveragedGradient {
+    shaper: super::Shaper,
+    long: Option<f64>,
+}
+
+impl Limit for AveragedGradient {
+    fn limit(&self) -> usize {
+        self.shaper.get()
+    }
+
+    fn update(&mut self, sample: super::Sample, now: tokio::time::Instant) -> usize {
+        let short = sample.rtt.as_secs_f64().max(1e-9);
+        let keep = (1.0 - 2.0 / 601.0_f64).powi(sample.weight as i32);
+        let long = self.long.map_or(short, |l| l * keep + short * (1.0 - keep));
+        self.long = Some(long);
+        let l = self.shaper.value();
+        if (sample.in_flight as f64) < l / 2.0 {
+            return self.shaper.get();
+        }
+        let g = (1.5 * long / short).clamp(0.5, 1.0);
+        self.shaper.step(l * g + 4.0, &sample, now)
+    }
+}
+
+#[test]
+fn an_averaged_baseline_drifts_up_against_the_same_server() {
+    let mut a = AveragedGradient {
+        shaper: super::Shaper::new(super::Bounds {
+            initial: 20,
+            min: 1,
+            max: 200,
+            smoothing: 1.0,
+        }),
+        long: None,
+    };
+    let (_, calm, steady) = overload(&mut a, 1);
+    show("averaged baseline", &steady);
+    assert!(steady.mean_limit() > 100.0, "{}", steady.mean_limit());
+    assert!(steady.p99 > calm.p99 * 2, "{:?}", steady.p99);
+}
