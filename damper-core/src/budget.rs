@@ -171,18 +171,19 @@ pub fn loom_pin_stripe(i: usize) {
     PINNED.with(|s| s.set(i % STRIPES));
 }
 
-/// Takes one whole token from stripe word `s` (marking it spent) if it holds one.
+/// Takes one whole token from stripe word `s` (marking it spent) if it holds one; otherwise
+/// returns the empty stripe's word.
 #[inline]
-fn take_one(s: &AtomicU64) -> bool {
+fn take_one(s: &AtomicU64) -> Result<(), u64> {
     let mut cur = s.load(Ordering::Acquire);
     while cur & REM_MASK != 0 {
         match s.compare_exchange_weak(cur, cur - 1 + USED_ONE, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => return true,
+            Ok(_) => return Ok(()),
             Err(actual) => cur = actual,
         }
     }
-    false
+    Err(cur)
 }
 
 /// A lock-free, exact token bucket: the core of every damper budget.
@@ -269,10 +270,11 @@ impl TokenBucket {
         })
     }
 
-    /// Credits one deposit of `ratio` tokens, up to the cap.
+    /// Credits one deposit of `ratio` tokens, up to the cap; `false` if the bucket was full and
+    /// nothing was credited.
     #[inline]
-    pub fn deposit(&self) {
-        self.deposit_units(self.deposit);
+    pub fn deposit(&self) -> bool {
+        self.deposit_units(self.deposit)
     }
 
     /// Credits `tokens` (not scaled by the ratio), up to the cap. Negative or NaN is ignored.
@@ -283,7 +285,7 @@ impl TokenBucket {
     }
 
     #[inline]
-    fn deposit_units(&self, units: u64) {
+    fn deposit_units(&self, units: u64) -> bool {
         let mut swept = false;
         let mut cur = self.shared.0.load(Ordering::Acquire);
         loop {
@@ -299,7 +301,7 @@ impl TokenBucket {
                 }
             }
             if room == 0 {
-                return;
+                return false;
             }
             let next = pack(avail + units.min(room), out);
             match self.shared.0.compare_exchange_weak(
@@ -308,7 +310,7 @@ impl TokenBucket {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) => return,
+                Ok(_) => return true,
                 Err(actual) => cur = actual,
             }
         }
@@ -353,21 +355,24 @@ impl TokenBucket {
     /// Takes one token, starting at stripe `i`.
     #[inline]
     fn withdraw_at(&self, i: usize) -> bool {
-        take_one(&self.stripes[i].0) || self.withdraw_slow(i)
+        match take_one(&self.stripes[i].0) {
+            Ok(()) => true,
+            Err(cur) => self.withdraw_slow(i, cur),
+        }
     }
 
-    /// Stripe `i` is empty: lease from the shared word, else steal from a stripe.
+    /// Stripe `i` was found empty (its word: `cur`): lease from the shared word, else steal
+    /// from a stripe.
     #[inline(never)]
-    fn withdraw_slow(&self, i: usize) -> bool {
+    fn withdraw_slow(&self, i: usize, mut cur: u64) -> bool {
         let s = &self.stripes[i].0;
-        let mut cur = s.load(Ordering::Acquire);
         let spent = loop {
             if cur & REM_MASK != 0 {
                 // Refilled meanwhile by a thread sharing the stripe.
-                if take_one(s) {
-                    return true;
+                match take_one(s) {
+                    Ok(()) => return true,
+                    Err(actual) => cur = actual,
                 }
-                cur = s.load(Ordering::Acquire);
             } else if cur == 0 {
                 break 0;
             } else {
@@ -378,19 +383,25 @@ impl TokenBucket {
                 }
             }
         };
-        self.lease(i, spent) || self.steal(i)
+        match self.lease(i, spent) {
+            Ok(()) => true,
+            // No token out means no stripe holds one: the common "empty budget" case ends here.
+            Err(0) => false,
+            Err(_) => self.steal(i),
+        }
     }
 
     /// Reports `spent` tokens of stripe `i` and, if the shared word has a whole token, takes
-    /// one for the caller and leases more to the stripe.
-    fn lease(&self, i: usize, spent: u64) -> bool {
+    /// one for the caller and leases more to the stripe. Without a whole token, returns the
+    /// number of tokens out in stripes.
+    fn lease(&self, i: usize, spent: u64) -> Result<(), u64> {
         let mut cur = self.shared.0.load(Ordering::Acquire);
         loop {
             let (avail, out) = (cur & AVAIL_MASK, (cur >> AVAIL_BITS) - spent);
             let whole = avail / UNIT;
             let (next, lease) = if whole == 0 {
                 if spent == 0 {
-                    return false;
+                    return Err(out);
                 }
                 (pack(avail, out), 0)
             } else {
@@ -406,12 +417,12 @@ impl TokenBucket {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                Ok(_) if lease == 0 => return false,
+                Ok(_) if lease == 0 => return Err(out),
                 Ok(_) => {
                     if lease > 1 {
                         self.stripes[i].0.fetch_add(lease - 1, Ordering::AcqRel);
                     }
-                    return true;
+                    return Ok(());
                 }
                 Err(actual) => cur = actual,
             }
@@ -421,7 +432,7 @@ impl TokenBucket {
     /// Takes one token from the first stripe (from `i` on) that holds one.
     #[cold]
     fn steal(&self, i: usize) -> bool {
-        (0..STRIPES).any(|k| take_one(&self.stripes[(i + k) % STRIPES].0))
+        (0..STRIPES).any(|k| take_one(&self.stripes[(i + k) % STRIPES].0).is_ok())
     }
 
     /// Moves every stripe's tokens back to the shared word (and reports spent ones).
@@ -470,9 +481,13 @@ impl TokenBucket {
     /// The current balance in tokens: the shared word plus every stripe's leased tokens.
     #[inline]
     pub fn balance(&self) -> f64 {
-        let mut units = self.shared.0.load(Ordering::Acquire) & AVAIL_MASK;
-        for s in &self.stripes {
-            units += (s.0.load(Ordering::Acquire) & REM_MASK) * UNIT;
+        let shared = self.shared.0.load(Ordering::Acquire);
+        let mut units = shared & AVAIL_MASK;
+        // No token out means every stripe is empty: one load is enough.
+        if shared >> AVAIL_BITS != 0 {
+            for s in &self.stripes {
+                units += (s.0.load(Ordering::Acquire) & REM_MASK) * UNIT;
+            }
         }
         units as f64 / UNIT as f64
     }
@@ -490,7 +505,7 @@ impl TokenBucket {
 
 impl Budget for TokenBucket {
     fn deposit(&self, _now: Instant) {
-        TokenBucket::deposit(self)
+        TokenBucket::deposit(self);
     }
     fn try_withdraw(&self, _now: Instant) -> bool {
         TokenBucket::try_withdraw(self)
@@ -621,12 +636,13 @@ mod tests {
     #[test]
     fn the_cap_bounds_a_burst() {
         let b = TokenBucket::new(0.5, 3.0, 0.0).unwrap();
-        for _ in 0..1000 {
-            b.deposit();
-        }
+        let credited = (0..1000).filter(|_| b.deposit()).count();
+        // Six deposits fill it; the rest find it full and say so.
+        assert_eq!(credited, 6);
         assert_eq!(b.balance(), 3.0);
         assert!(b.try_withdraw() && b.try_withdraw() && b.try_withdraw());
         assert!(!b.try_withdraw());
+        assert!(b.deposit());
     }
 
     #[test]

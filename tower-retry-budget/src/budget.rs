@@ -207,9 +207,10 @@ impl Default for BudgetConfig {
 /// the retry layer and the hedge layer (as `Arc<dyn damper_core::Budget>`) alike.
 ///
 /// Metrics: the gauge `damper_retry_budget_balance{name}` follows the bucket's whole-token
-/// balance. It is written only when that whole number changes, and checked on deposits, on
-/// decay and when the bucket refuses a withdrawal — not on the withdrawal fast path, so a
-/// drain shows up at the next deposit or refusal. Tracing: one
+/// balance. It is written only when that whole number changes, and checked on deposits that
+/// credit tokens, on decay and when the bucket refuses a withdrawal — not on the withdrawal
+/// fast path nor on deposits into a full bucket, so a drain shows up at the next crediting
+/// deposit or refusal. Tracing: one
 /// `debug` event when the budget runs dry (bucket and floor both refuse) and one when it has a
 /// whole token again.
 pub struct RetryBudget {
@@ -470,8 +471,10 @@ impl Budget for RetryBudget {
     #[inline]
     fn deposit(&self, now: Instant) {
         self.decay(now);
-        self.bucket.deposit();
-        self.publish();
+        // A deposit into a full bucket changes nothing: no gauge work on the success path.
+        if self.bucket.deposit() {
+            self.publish();
+        }
     }
 
     #[inline]
