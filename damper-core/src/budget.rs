@@ -3,8 +3,10 @@
 //! Retries and hedges add load exactly when a dependency may be struggling. A [`Budget`] makes
 //! that extra load a bounded share of good traffic: good requests [`deposit`](Budget::deposit),
 //! every extra attempt must [`try_withdraw`](Budget::try_withdraw) first, and an empty budget
-//! means "fail fast" rather than "add load". `tower-retry-budget` provides the token bucket;
-//! `tower-hedge` and the retry layer share one through `Arc`.
+//! means "fail fast" rather than "add load". [`TokenBucket`] is the exact, lock-free bucket
+//! underneath (it leases whole tokens to per-thread stripes so that threads withdrawing at
+//! once do not contend); `tower-retry-budget` builds its retry budget on it, and `tower-hedge`
+//! and the retry layer share one through `Arc`.
 
 use crate::sync::{AtomicU64, Ordering};
 use std::fmt;
@@ -222,7 +224,9 @@ fn take_one(s: &AtomicU64) -> Result<(), u64> {
 ///   withdrawal can also fail while another thread's lease or [`drain`](Self::drain) is moving
 ///   tokens between the shared word and a stripe (a window of two atomic operations; the
 ///   moving tokens are in neither place), or while a stripe it has already scanned is refilled.
-///   The old single counter could not fail that way; the price of scaling is this window.
+///   A single counter cannot fail that way: this window is the price of scaling.
+/// - Four stripes: up to four threads withdraw without sharing a line; more threads share
+///   stripes round-robin, which stays exact and only brings back some contention.
 /// - [`balance`](Self::balance) reads the shared word and then each stripe, so under
 ///   concurrency it is a snapshot of no single moment; it is exact when nothing else runs.
 ///
