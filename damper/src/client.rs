@@ -522,7 +522,11 @@ pub(crate) fn shed_builder(
     let mut builder = match cfg.algorithm.unwrap_or(LimitAlgorithm::Gradient2) {
         LimitAlgorithm::Aimd => ShedLayer::builder(bounds!(Aimd::builder()).build().map_err(err)?),
         LimitAlgorithm::Gradient2 => {
-            ShedLayer::builder(bounds!(Gradient2::builder()).build().map_err(err)?)
+            let mut g = bounds!(Gradient2::builder());
+            if let Some(s) = seed {
+                g = g.seed(s);
+            }
+            ShedLayer::builder(g.build().map_err(err)?)
         }
         LimitAlgorithm::Vegas => {
             let mut v = bounds!(Vegas::builder());
