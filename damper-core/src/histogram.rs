@@ -69,18 +69,7 @@ const STRIPES: usize = 1;
 /// This thread's stripe.
 #[cfg(not(loom))]
 fn stripe() -> usize {
-    use std::cell::Cell;
-    use std::sync::atomic::AtomicUsize;
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    thread_local!(static STRIPE: Cell<usize> = const { Cell::new(usize::MAX) });
-    STRIPE.with(|s| {
-        let mut i = s.get();
-        if i == usize::MAX {
-            i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % STRIPES;
-            s.set(i);
-        }
-        i
-    })
+    crate::sync::thread_number() % STRIPES
 }
 
 #[cfg(loom)]
