@@ -754,7 +754,9 @@ mod tests {
         let took = learned.expect("the new p99.9 × 1.5 is learned within a second");
         assert!(took <= Duration::from_millis(600), "took {took:?}");
         // The whole window alone still lags well behind.
-        let window = p.histogram().quantile(0.999, step + Duration::from_millis(999));
+        let window = p
+            .histogram()
+            .quantile(0.999, step + Duration::from_millis(999));
         assert!(window.unwrap() < 120 * MS, "{window:?}");
     }
 
