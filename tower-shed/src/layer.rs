@@ -11,6 +11,9 @@ use tower_layer::Layer;
 /// The default of [`ShedBuilder::sample_every`].
 pub const DEFAULT_SAMPLE_EVERY: u32 = 16;
 
+/// The default of [`ShedBuilder::max_samples_per_sec`].
+pub const DEFAULT_MAX_SAMPLES_PER_SEC: u32 = 2_000;
+
 /// The upper bound on `codel_target`, `codel_interval` and `claim_ttl`: one day. No request
 /// should wait in a queue, nor a claim last, longer; and instants that far ahead stay well
 /// inside the clock's range.
@@ -101,6 +104,7 @@ impl<P> fmt::Debug for ShedLayer<P> {
 /// |---|---|
 /// | [`name`](Self::name) | `"shed"` |
 /// | [`sample_every`](Self::sample_every) | 16 (measure one request in 16; drops always count) |
+/// | [`max_samples_per_sec`](Self::max_samples_per_sec) | 2,000 (sample more sparsely above that) |
 /// | [`queue`](Self::queue) | none: reject at once |
 /// | [`codel_target`](Self::codel_target) / [`codel_interval`](Self::codel_interval) | 5 ms / 100 ms |
 /// | [`adaptive_lifo`](Self::adaptive_lifo) | on |
@@ -112,6 +116,7 @@ pub struct ShedBuilder<P = ()> {
     limit: Box<dyn Limit>,
     name: String,
     sample_every: u32,
+    max_samples_per_sec: u32,
     queue: Option<QueueConfig>,
     partitions: Vec<(String, f64)>,
     partitioner: P,
@@ -137,6 +142,7 @@ impl ShedBuilder {
             limit: Box::new(limit),
             name: "shed".to_owned(),
             sample_every: DEFAULT_SAMPLE_EVERY,
+            max_samples_per_sec: DEFAULT_MAX_SAMPLES_PER_SEC,
             queue: None,
             partitions: Vec::new(),
             partitioner: (),
@@ -163,6 +169,18 @@ impl<P> ShedBuilder<P> {
     /// every sample counts.
     pub fn sample_every(mut self, n: u32) -> Self {
         self.sample_every = n;
+        self
+    }
+
+    /// The most requests measured per second (at least 1; default 2,000). Above it, the
+    /// limiter measures ever fewer requests — one in `sample_every × 2ⁿ`, re-checked every
+    /// 100 ms — each standing for proportionally more. A measured request writes to state
+    /// that every core shares (the algorithm behind its lock, the smoothed RTT), so measuring
+    /// a fixed share at millions of requests per second would make admission stop scaling
+    /// across cores; 2,000 samples a second still give the algorithms tens of decisions a
+    /// second.
+    pub fn max_samples_per_sec(mut self, n: u32) -> Self {
+        self.max_samples_per_sec = n;
         self
     }
 
@@ -259,6 +277,7 @@ impl<P> ShedBuilder<P> {
             limit: self.limit,
             name: self.name,
             sample_every: self.sample_every,
+            max_samples_per_sec: self.max_samples_per_sec,
             queue: self.queue,
             partitions: self.partitions,
             partitioner,
@@ -283,6 +302,12 @@ impl<P> ShedBuilder<P> {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.sample_every == 0 || !self.sample_every.is_power_of_two() {
             return Err(ConfigError::new("sample_every", "must be a power of two"));
+        }
+        if self.max_samples_per_sec == 0 {
+            return Err(ConfigError::new(
+                "max_samples_per_sec",
+                "must be at least 1",
+            ));
         }
         if let Some(q) = &self.queue {
             if q.capacity == 0 {
@@ -343,6 +368,7 @@ impl<P> ShedBuilder<P> {
             name: self.name,
             limit: self.limit,
             sample_every: self.sample_every,
+            max_samples_per_sec: self.max_samples_per_sec,
             partitions: self.partitions,
             queue: self.queue,
             retry_after: self.retry_after,

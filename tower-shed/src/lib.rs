@@ -83,7 +83,10 @@
 //! finds it busy skips its sample instead of waiting. Each sample stands for the requests it
 //! represents ([`limit::Sample::weight`]), so the algorithms keep their per-RTT behaviour;
 //! dropped requests (timeouts, overload answers) are always fed. The admit and reject paths
-//! never touch the mutex.
+//! never touch the mutex. Above [`DEFAULT_MAX_SAMPLES_PER_SEC`] measured requests a second
+//! (configurable), the share measured halves until it is under the cap: each measurement
+//! writes lines every core shares, and at millions of requests a second a fixed share of them
+//! would keep admission from scaling across cores.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(no_crate_inject, attr(deny(warnings, rust_2018_idioms))))]
 #![forbid(unsafe_code)]
@@ -106,5 +109,8 @@ pub mod grpc;
 pub mod http;
 
 pub use crate::handle::ShedHandle;
-pub use crate::layer::{DEFAULT_SAMPLE_EVERY, MAX_QUEUE, Partitioner, ShedBuilder, ShedLayer};
+pub use crate::layer::{
+    DEFAULT_MAX_SAMPLES_PER_SEC, DEFAULT_SAMPLE_EVERY, MAX_QUEUE, Partitioner, ShedBuilder,
+    ShedLayer,
+};
 pub use crate::service::Shed;

@@ -29,7 +29,7 @@ use damper_core::metrics as names;
 use metrics::{Counter, Gauge, Histogram};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -146,9 +146,14 @@ pub(crate) struct Limiter {
     pub(crate) partitions: Box<[Partition]>,
     // Only ever `try_lock`ed, never waited on: see the module docs.
     #[allow(clippy::disallowed_types)]
-    algo: std::sync::Mutex<Box<dyn Limit>>,
-    sample_mask: u64,
-    sample_weight: u32,
+    algo: std::sync::Mutex<Updater>,
+    /// The densest sampling: one request in `sample_every` (a power of two).
+    sample_every: u32,
+    /// How many times the sampling interval has been doubled beyond `sample_every` to keep
+    /// the measured requests under `max_samples_per_sec`. Written by the updater only, and
+    /// only when it changes.
+    sample_shift: AtomicU32,
+    max_samples_per_sec: u32,
     min_rtt_ns: AtomicU64,
     retry_after: (Duration, Duration),
     claim_ttl: Duration,
@@ -159,6 +164,20 @@ pub(crate) struct Limiter {
     metrics: Metrics,
     pub(crate) name: String,
 }
+
+/// What the updater (the `try_lock` holder) owns: the algorithm and the sampling-rate count.
+struct Updater {
+    limit: Box<dyn Limit>,
+    /// Start of the current rate window, in [`Limiter::nanos`].
+    since: u64,
+    /// Samples fed in the current rate window.
+    samples: u64,
+}
+
+/// How often the updater re-checks the sampling rate.
+const RATE_WINDOW_NS: u64 = 100_000_000;
+/// The sparsest sampling: one request in `sample_every × 2^MAX_SAMPLE_SHIFT`.
+const MAX_SAMPLE_SHIFT: u32 = 20;
 
 impl std::fmt::Debug for Limiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -175,6 +194,7 @@ pub(crate) struct LimiterConfig {
     pub(crate) name: String,
     pub(crate) limit: Box<dyn Limit>,
     pub(crate) sample_every: u32,
+    pub(crate) max_samples_per_sec: u32,
     pub(crate) partitions: Vec<(String, f64)>,
     pub(crate) queue: Option<QueueConfig>,
     pub(crate) retry_after: (Duration, Duration),
@@ -216,15 +236,20 @@ impl Limiter {
         let initial = cfg.limit.limit().clamp(1, COUNT_MASK as usize);
         metrics.limit.set(initial as f64);
         #[allow(clippy::disallowed_types)]
-        let algo = std::sync::Mutex::new(cfg.limit);
+        let algo = std::sync::Mutex::new(Updater {
+            limit: cfg.limit,
+            since: 0,
+            samples: 0,
+        });
         Self {
             word: Padded(AtomicU64::new(0)),
             limit: AtomicUsize::new(initial),
             partitioned,
             partitions,
             algo,
-            sample_mask: u64::from(cfg.sample_every.max(1) - 1),
-            sample_weight: cfg.sample_every.max(1),
+            sample_every: cfg.sample_every.max(1),
+            sample_shift: AtomicU32::new(0),
+            max_samples_per_sec: cfg.max_samples_per_sec.max(1),
             rtt_ns: Padded(AtomicU64::new(0)),
             min_rtt_ns: AtomicU64::new(0),
             retry_after: cfg.retry_after,
@@ -305,12 +330,18 @@ impl Limiter {
         now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
     }
 
+    /// One request in `sample_every × 2^shift` is measured: this mask picks them.
+    #[inline]
+    fn sample_mask(&self) -> u64 {
+        (u64::from(self.sample_every) << self.sample_shift.load(Ordering::Relaxed)) - 1
+    }
+
     /// Tries to admit a request of partition `p`. Lock-free.
     #[inline]
     pub(crate) fn try_acquire(&self, p: usize) -> Option<Ticket> {
         if let Some(shards) = &self.shards {
             let (i, sampled) =
-                crate::shards::admit_on_this_thread(self.sample_mask as u32, |thread| {
+                crate::shards::admit_on_this_thread(self.sample_mask() as u32, |thread| {
                     let i = shards.index(thread);
                     shards.acquire(i).then_some(i)
                 })?;
@@ -341,7 +372,7 @@ impl Limiter {
         }
         Some(Ticket {
             in_flight: before + 1,
-            sampled: (prev >> 32) & self.sample_mask == 0,
+            sampled: (prev >> 32) & self.sample_mask() == 0,
             slot: p,
         })
     }
@@ -414,7 +445,9 @@ impl Limiter {
         let now = Instant::now();
         let sample = if start != 0 {
             let rtt = Duration::from_nanos(self.nanos(now).saturating_sub(start));
-            Sample::new(rtt, in_flight, dropped).with_weight(self.sample_weight)
+            let weight = (u64::from(self.sample_every) << self.sample_shift.load(Ordering::Relaxed))
+                .min(u64::from(u32::MAX)) as u32;
+            Sample::new(rtt, in_flight, dropped).with_weight(weight)
         } else if dropped {
             let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
             Sample::new(rtt, self.in_flight(), true)
@@ -426,14 +459,18 @@ impl Limiter {
 
     /// Feeds a sample to the algorithm, unless another completion is doing so right now.
     fn record(&self, sample: Sample, now: Instant) {
-        let mut algo = match self.algo.try_lock() {
-            Ok(algo) => algo,
+        let mut updater = match self.algo.try_lock() {
+            Ok(u) => u,
             Err(std::sync::TryLockError::WouldBlock) => return,
             Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
         };
-        let new = algo.update(sample, now).clamp(1, COUNT_MASK as usize);
-        let min_rtt = algo.min_rtt();
-        drop(algo);
+        let new = updater
+            .limit
+            .update(sample, now)
+            .clamp(1, COUNT_MASK as usize);
+        let min_rtt = updater.limit.min_rtt();
+        self.pace(&mut updater, now);
+        drop(updater);
         // Only the lock holder writes these, so plain loads and stores suffice.
         let rtt = sample.rtt.as_nanos().min(u128::from(u64::MAX)) as u64;
         let old_rtt = self.rtt_ns.load(Ordering::Relaxed);
@@ -451,14 +488,47 @@ impl Limiter {
             self.metrics.min_rtt.set(min.as_secs_f64());
         }
         self.metrics.in_flight.set(self.in_flight() as f64);
-        let old = self.limit.swap(new, Ordering::Relaxed);
+        // Read before writing: in the steady state the limit does not change, and a store
+        // would pull the line away from every other core.
+        let old = self.limit.load(Ordering::Relaxed);
         if old != new {
+            self.limit.store(new, Ordering::Relaxed);
             if let Some(shards) = &self.shards {
                 shards.resize(old, new);
             }
             self.metrics.limit.set(new as f64);
             tracing::debug!(name = %self.name, old, new, rtt = ?sample.rtt, "concurrency limit changed");
         }
+    }
+
+    /// Keeps the measured requests under `max_samples_per_sec`: every measured request costs a
+    /// few writes to lines that all cores share (this lock, the algorithm's state, the smoothed
+    /// RTT), so at high request rates measuring a fixed share of them would stop admission
+    /// from scaling across cores. Once per rate window, the interval doubles while the rate is
+    /// over the cap and halves (down to `sample_every`) while it is under a quarter of it.
+    /// Called by the updater only.
+    fn pace(&self, updater: &mut Updater, now: Instant) {
+        updater.samples += 1;
+        let t = self.nanos(now);
+        let elapsed = t.saturating_sub(updater.since);
+        if elapsed < RATE_WINDOW_NS {
+            return;
+        }
+        let per_sec = updater.samples as f64 * 1e9 / elapsed as f64;
+        let cap = f64::from(self.max_samples_per_sec);
+        let shift = self.sample_shift.load(Ordering::Relaxed);
+        let next = if per_sec > cap {
+            (shift + (per_sec / cap).log2().ceil() as u32).min(MAX_SAMPLE_SHIFT)
+        } else if per_sec < cap / 4.0 && shift > 0 {
+            shift - 1
+        } else {
+            shift
+        };
+        if next != shift {
+            self.sample_shift.store(next, Ordering::Relaxed);
+        }
+        updater.since = t;
+        updater.samples = 0;
     }
 
     /// The hint given to rejected callers: twice the smoothed RTT, clamped.

@@ -568,3 +568,76 @@ async fn one_admitted_request_in_n_is_measured_whatever_is_rejected_between() {
     }
     assert_eq!(fed.load(std::sync::atomic::Ordering::Relaxed), 4);
 }
+
+/// A fixed limit that counts the samples it is fed and the requests they stand for.
+#[derive(Debug, Clone, Default)]
+struct Tally {
+    samples: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    weight: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Tally {
+    fn read(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (self.samples.load(Relaxed), self.weight.load(Relaxed))
+    }
+}
+
+impl tower_shed::limit::Limit for Tally {
+    fn limit(&self) -> usize {
+        1_000
+    }
+    fn update(&mut self, s: tower_shed::limit::Sample, _: Instant) -> usize {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.samples.fetch_add(1, Relaxed);
+        self.weight.fetch_add(u64::from(s.weight), Relaxed);
+        1_000
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sampling_thins_out_above_the_rate_cap_and_comes_back_below_it() {
+    use tower::{Layer, Service, ServiceExt};
+    let tally = Tally::default();
+    let layer = ShedLayer::builder(tally.clone())
+        .sample_every(1)
+        .max_samples_per_sec(1_000)
+        .build()
+        .unwrap();
+    let mut svc = layer.layer(tower::service_fn(|_: u32| async {
+        Ok::<_, damper_core::BoxError>(())
+    }));
+
+    // 20,000 requests a second for 3 s: over the last second at most 1,000 are measured,
+    // and together they stand for about the 20,000 sent.
+    let mut mark = (0, 0);
+    for ms in 0..3_000 {
+        if ms == 2_000 {
+            mark = tally.read();
+        }
+        for i in 0..20 {
+            svc.ready().await.unwrap().call(i).await.unwrap();
+        }
+        advance(Duration::from_millis(1)).await;
+    }
+    let now = tally.read();
+    let (samples, weight) = (now.0 - mark.0, now.1 - mark.1);
+    assert!((250..=1_000).contains(&samples), "{samples} samples");
+    assert!(
+        (15_000..=25_000).contains(&weight),
+        "{samples} samples stood for {weight} requests"
+    );
+
+    // 200 a second, under the cap: within a second every request is measured again.
+    for _ in 0..200 {
+        svc.ready().await.unwrap().call(0).await.unwrap();
+        advance(Duration::from_millis(5)).await;
+    }
+    let mark = tally.read();
+    for _ in 0..200 {
+        svc.ready().await.unwrap().call(0).await.unwrap();
+        advance(Duration::from_millis(5)).await;
+    }
+    let now = tally.read();
+    assert_eq!((now.0 - mark.0, now.1 - mark.1), (200, 200));
+}
