@@ -17,7 +17,9 @@ use tower_service::Service;
 /// What a request needs to send its hedges: a clone of the inner service (polled for readiness
 /// only when a hedge is due), the spare copy of the request, and the schedule.
 pub(crate) struct Armed<S, Req> {
-    pub(crate) svc: S,
+    /// The service clone's spare copy, that `svc` is cloned from when a hedge is due.
+    pub(crate) source: Arc<tokio::sync::Mutex<S>>,
+    pub(crate) svc: Option<S>,
     pub(crate) spare: Req,
     pub(crate) at: Instant,
     pub(crate) delay: Duration,
@@ -110,7 +112,7 @@ fn armed_delay<S, Req>(armed: &Option<Armed<S, Req>>) -> Duration {
 
 impl<S, Req, E, C> Future for ResponseFuture<S, Req, E, C>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     E: Eligible<Req>,
     C: Classify<S::Response, S::Error>,
 {
@@ -220,9 +222,18 @@ where
 
             // 3. The timer fired: send a hedge if the policy and the inner service agree.
             let now = Instant::now();
-            let svc = &mut armed.svc;
+            let (source, svc) = (&armed.source, &mut armed.svc);
             let decision = policy.on_fire(now, armed.deadline, || {
-                matches!(svc.poll_ready(cx), Poll::Ready(Ok(())))
+                if svc.is_none() {
+                    // Only another request's hedge, cloning at this very instant, holds it:
+                    // treated as not ready, and asked again later.
+                    match source.try_lock() {
+                        Ok(spare) => *svc = Some(spare.clone()),
+                        Err(_) => return false,
+                    }
+                }
+                svc.as_mut()
+                    .is_some_and(|s| matches!(s.poll_ready(cx), Poll::Ready(Ok(()))))
             });
             let next = match decision {
                 Fire::Send => {
@@ -233,10 +244,14 @@ where
                         None
                     };
                     let fut = match copy {
-                        Some(req) => armed.svc.call(req),
+                        Some(req) => {
+                            // Ready was polled on this clone; the next hedge clones afresh.
+                            let mut svc = armed.svc.take().expect("polled ready");
+                            svc.call(req)
+                        }
                         None => {
-                            let mut last = this.armed.take().expect("armed");
-                            last.svc.call(last.spare)
+                            let last = this.armed.take().expect("armed");
+                            last.svc.expect("polled ready").call(last.spare)
                         }
                     };
                     if this.hedge.is_none() {

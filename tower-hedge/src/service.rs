@@ -25,14 +25,29 @@ pub(crate) struct Shared<E, C> {
 /// rules.
 ///
 /// Clones share the layer's policy: histogram, budget and counters.
+///
+/// # Clones and threads
+/// Every request's future holds a reference to this service's state, and an armed request a
+/// way to reach the inner service later. Both are reference counts owned by *this clone*: each
+/// clone gets its own (one allocation per clone, none per request), so clones used on
+/// different threads never write a shared reference count per request. Clone the service per
+/// connection or per task, as tower services usually are. A hedge clones the inner service
+/// only when it is sent, from a copy this clone keeps for that purpose.
 pub struct Hedge<S, E, C> {
     inner: S,
     shared: Arc<Shared<E, C>>,
+    /// A copy of the inner service that hedges are cloned from, made on the first armed
+    /// request. The mutex is only ever `try_lock`ed, when a hedge is about to be sent.
+    spare: Option<Arc<tokio::sync::Mutex<S>>>,
 }
 
 impl<S, E, C> Hedge<S, E, C> {
     pub(crate) fn new(inner: S, shared: Arc<Shared<E, C>>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            shared,
+            spare: None,
+        }
     }
 
     /// The inner service.
@@ -56,11 +71,17 @@ impl<S, E, C> Hedge<S, E, C> {
     }
 }
 
-impl<S: Clone, E, C> Clone for Hedge<S, E, C> {
+impl<S: Clone, E: Clone, C: Clone> Clone for Hedge<S, E, C> {
     fn clone(&self) -> Self {
+        // Own reference counts per clone (see the type's docs); the policy stays shared.
         Self {
             inner: self.inner.clone(),
-            shared: self.shared.clone(),
+            shared: Arc::new(Shared {
+                policy: self.shared.policy.clone(),
+                eligible: self.shared.eligible.clone(),
+                classify: self.shared.classify.clone(),
+            }),
+            spare: None,
         }
     }
 }
@@ -101,9 +122,14 @@ where
             // The only clone of the request: made when it is eligible and a hedge could be
             // sent, because the original is moved into the first attempt.
             let spare = self.shared.eligible.hedge_copy(&req)?;
+            let (inner, slot) = (&self.inner, &mut self.spare);
+            let source = slot
+                .get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(inner.clone())))
+                .clone();
             Some(Armed {
-                // Not ready yet: it is polled for readiness only when the hedge is due.
-                svc: self.inner.clone(),
+                // The service is cloned (and polled for readiness) only when the hedge is due.
+                source,
+                svc: None,
                 spare,
                 at,
                 delay,

@@ -845,3 +845,52 @@ async fn only_idempotent_http_requests_are_hedged() {
     }
     assert_eq!(stats.stats().hedges_sent, 1);
 }
+
+/// Wraps a service and counts its clones.
+struct CountClones<S> {
+    inner: S,
+    clones: Arc<AtomicUsize>,
+}
+
+impl<S: Clone> Clone for CountClones<S> {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Self {
+            inner: self.inner.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl<S: Service<Str>> Service<Str> for CountClones<S> {
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+    fn call(&mut self, req: Str) -> S::Future {
+        self.inner.call(req)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_service_is_cloned_only_when_a_hedge_is_sent() {
+    let clones = Arc::new(AtomicUsize::new(0));
+    let layer = warm().build().unwrap();
+    let (mock, mut handle) = mock::pair::<Str, Str>();
+    let mut svc = Spawn::new(layer.layer(CountClones {
+        inner: mock,
+        clones: clones.clone(),
+    }));
+    // Armed requests answered before their delay: one spare copy for this service, made on
+    // first use, and no clone per request.
+    fund(&mut svc, &mut handle, "fund", 20).await;
+    assert_eq!(clones.load(Ordering::SeqCst), 1);
+    // A hedge that is sent clones that spare copy once.
+    let (mut fut, _primary) = send!(svc, handle, "a", "a");
+    after!(fut, 100);
+    assert_request_eq!(handle, "a").send_response("hedge");
+    assert_eq!(assert_ready_ok!(fut.poll()), "hedge");
+    assert_eq!(clones.load(Ordering::SeqCst), 2);
+}

@@ -36,7 +36,9 @@ pin_project! {
     {
         #[pin]
         state: State<S::Future, Result<S::Response, S::Error>>,
-        // The service for retries (a clone of the inner one), present while a retry is possible.
+        // The service clone's spare copy, present while a retry is possible.
+        source: Option<Arc<tokio::sync::Mutex<S>>>,
+        // The service for retries, cloned from `source` at the first retry.
         service: Option<S>,
         // The copy of the request for the next attempt.
         request: Option<Req>,
@@ -53,14 +55,15 @@ where
 {
     pub(crate) fn new(
         fut: S::Future,
-        service: Option<S>,
+        source: Option<Arc<tokio::sync::Mutex<S>>>,
         request: Option<Req>,
         deadline: Option<Deadline>,
         shared: Arc<Shared<B, C, P>>,
     ) -> Self {
         Self {
             state: State::Attempt { fut },
-            service,
+            source,
+            service: None,
             request,
             attempts: 1,
             deadline,
@@ -85,7 +88,7 @@ where
 
 impl<S, Req, B, C, P> Future for ResponseFuture<S, Req, B, C, P>
 where
-    S: Service<Req>,
+    S: Service<Req> + Clone,
     B: Budget,
     C: Classify<S::Response, S::Error>,
     P: Replay<Req>,
@@ -137,6 +140,13 @@ where
                     let last = last.take().expect("a backoff always holds the last result");
                     // A retry is sent only if the service is ready right now: retries never
                     // queue behind other requests, they give up and return the last result.
+                    if this.service.is_none() {
+                        // Only another request's retry, cloning at this very instant, holds
+                        // it: treated like a service that is not ready.
+                        if let Some(spare) = this.source.as_ref().and_then(|s| s.try_lock().ok()) {
+                            *this.service = Some(spare.clone());
+                        }
+                    }
                     let is_ready = match this.service.as_mut() {
                         Some(svc) => matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))),
                         None => false,

@@ -84,14 +84,26 @@ pub(crate) fn deposit_reads_clock<B: 'static>(budget: &B) -> bool {
 /// the request and the cloned inner service; nothing is left running. A token withdrawn for a
 /// retry that is then cancelled during its backoff is not refunded: it counts as an extra
 /// attempt in the budget's bound, and the budget stays consistent.
+///
+/// A request that may be retried carries a reference to a spare copy of the inner service that
+/// this clone keeps (made on first use); the inner service is cloned from it only when a retry
+/// is actually sent. So the common path clones nothing and bumps no reference count shared
+/// with other clones' threads.
 pub struct Retry<S, B, C, P> {
     inner: S,
     shared: Arc<Shared<B, C, P>>,
+    /// The spare copy retries are cloned from. The mutex is only ever `try_lock`ed, when a
+    /// retry is about to be sent.
+    spare: Option<Arc<tokio::sync::Mutex<S>>>,
 }
 
 impl<S, B, C, P> Retry<S, B, C, P> {
     pub(crate) fn from_shared(inner: S, shared: Arc<Shared<B, C, P>>) -> Self {
-        Self { inner, shared }
+        Self {
+            inner,
+            shared,
+            spare: None,
+        }
     }
 
     /// The inner service.
@@ -120,6 +132,7 @@ impl<S: Clone, B: Clone, C: Clone, P: Clone> Clone for Retry<S, B, C, P> {
         Self {
             inner: self.inner.clone(),
             shared: Arc::new((*self.shared).clone()),
+            spare: None,
         }
     }
 }
@@ -164,7 +177,11 @@ where
         } else {
             None
         };
-        let service = copy.as_ref().map(|_| self.inner.clone());
+        let (inner, slot) = (&self.inner, &mut self.spare);
+        let service = copy.as_ref().map(|_| {
+            slot.get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(inner.clone())))
+                .clone()
+        });
         shared.metrics.attempts.increment(1);
         let fut = self.inner.call(req);
         ResponseFuture::new(fut, service, copy, deadline, self.shared.clone())

@@ -607,3 +607,71 @@ mod http_tests {
         assert_eq!(assert_ready_ok!(fut.poll()).status(), 502);
     }
 }
+
+/// An inner service that counts its clones and fails its first `fail` calls.
+#[derive(Debug)]
+struct CountClones {
+    clones: Arc<std::sync::atomic::AtomicUsize>,
+    calls: Arc<std::sync::atomic::AtomicUsize>,
+    fail: usize,
+}
+
+impl Clone for CountClones {
+    fn clone(&self) -> Self {
+        self.clones
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Self {
+            clones: self.clones.clone(),
+            calls: self.calls.clone(),
+            fail: self.fail,
+        }
+    }
+}
+
+impl tower::Service<u32> for CountClones {
+    type Response = u32;
+    type Error = BoxError;
+    type Future = std::future::Ready<Result<u32, BoxError>>;
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), BoxError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+    fn call(&mut self, req: u32) -> Self::Future {
+        let n = self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        std::future::ready(if n < self.fail {
+            Err("unavailable".into())
+        } else {
+            Ok(req)
+        })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_inner_service_is_cloned_only_when_a_retry_is_sent() {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tower::{Layer, Service, ServiceExt};
+    let clones = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let calls = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let inner = CountClones {
+        clones: clones.clone(),
+        calls: calls.clone(),
+        fail: 0,
+    };
+    let mut svc = plain(budget(5.0), 10).build().unwrap().layer(inner);
+    // Every request may be retried, but none needs to be: one spare copy for this service,
+    // made on first use, and no clone per request.
+    for i in 0..100 {
+        assert_eq!(svc.ready().await.unwrap().call(i).await.unwrap(), i);
+    }
+    assert_eq!(clones.load(SeqCst), 1);
+    // A request that fails once is retried on a clone of that spare copy.
+    svc.get_mut().fail = calls.load(SeqCst) + 1;
+    let mut fut = task::spawn(svc.ready().await.unwrap().call(7));
+    assert_pending!(fut.poll());
+    advance(Duration::from_millis(10)).await;
+    assert_eq!(assert_ready_ok!(fut.poll()), 7);
+    assert_eq!(clones.load(SeqCst), 2);
+    assert_eq!(calls.load(SeqCst), 102);
+}
