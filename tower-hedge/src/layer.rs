@@ -63,11 +63,12 @@ impl<E, C> fmt::Debug for HedgeLayer<E, C> {
     }
 }
 
-impl<S, E, C> Layer<S> for HedgeLayer<E, C> {
+impl<S, E: Clone, C: Clone> Layer<S> for HedgeLayer<E, C> {
     type Service = Hedge<S, E, C>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Hedge::new(inner, self.shared.clone())
+        // Each service gets its own copy of what its futures hold (see `Hedge`'s docs).
+        Hedge::new(inner, self.shared.fork())
     }
 }
 

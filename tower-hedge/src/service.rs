@@ -20,6 +20,18 @@ pub(crate) struct Shared<E, C> {
     pub(crate) classify: C,
 }
 
+impl<E: Clone, C: Clone> Shared<E, C> {
+    /// A copy for one more service: the policy stays shared; the reference count the
+    /// service's futures bump is the copy's own.
+    pub(crate) fn fork(&self) -> Arc<Self> {
+        Arc::new(Self {
+            policy: self.policy.clone(),
+            eligible: self.eligible.clone(),
+            classify: self.classify.clone(),
+        })
+    }
+}
+
 /// Sends a hedge — a second copy of a request — when the first attempt is slower than a
 /// latency quantile, within a budget. See the [crate docs](crate) for an example and the
 /// rules.
@@ -76,11 +88,7 @@ impl<S: Clone, E: Clone, C: Clone> Clone for Hedge<S, E, C> {
         // Own reference counts per clone (see the type's docs); the policy stays shared.
         Self {
             inner: self.inner.clone(),
-            shared: Arc::new(Shared {
-                policy: self.shared.policy.clone(),
-                eligible: self.shared.eligible.clone(),
-                classify: self.shared.classify.clone(),
-            }),
+            shared: self.shared.fork(),
             spare: None,
         }
     }

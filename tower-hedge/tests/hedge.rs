@@ -448,7 +448,7 @@ async fn req_setup<E>(
     tower_hedge::HedgeHandle,
 )
 where
-    E: tower_hedge::Eligible<Req>,
+    E: tower_hedge::Eligible<Req> + Clone,
 {
     let layer = builder.build().unwrap();
     let stats = layer.handle();
