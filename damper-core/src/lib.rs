@@ -43,6 +43,7 @@ pub mod histogram;
 pub mod metrics;
 pub mod pushback;
 pub mod rng;
+pub mod spare;
 mod sync;
 
 pub use crate::budget::Budget;

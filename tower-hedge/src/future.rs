@@ -3,6 +3,7 @@
 use crate::eligible::Eligible;
 use crate::policy::Fire;
 use crate::service::Shared;
+use damper_core::spare::SpareHandle;
 use damper_core::{Classify, Deadline, FailureKind};
 use pin_project_lite::pin_project;
 use std::fmt;
@@ -18,7 +19,7 @@ use tower_service::Service;
 /// only when a hedge is due), the spare copy of the request, and the schedule.
 pub(crate) struct Armed<S, Req> {
     /// The service clone's spare copy, that `svc` is cloned from when a hedge is due.
-    pub(crate) source: Arc<tokio::sync::Mutex<S>>,
+    pub(crate) source: SpareHandle<S>,
     pub(crate) svc: Option<S>,
     pub(crate) spare: Req,
     pub(crate) at: Instant,
@@ -225,12 +226,9 @@ where
             let (source, svc) = (&armed.source, &mut armed.svc);
             let decision = policy.on_fire(now, armed.deadline, || {
                 if svc.is_none() {
-                    // Only another request's hedge, cloning at this very instant, holds it:
-                    // treated as not ready, and asked again later.
-                    match source.try_lock() {
-                        Ok(spare) => *svc = Some(spare.clone()),
-                        Err(_) => return false,
-                    }
+                    // `None` only while another request's hedge is cloning it: treated as not
+                    // ready, and asked again later.
+                    *svc = source.try_clone();
                 }
                 svc.as_mut()
                     .is_some_and(|s| matches!(s.poll_ready(cx), Poll::Ready(Ok(()))))

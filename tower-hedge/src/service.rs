@@ -2,6 +2,7 @@ use crate::HedgeHandle;
 use crate::eligible::Eligible;
 use crate::future::{Armed, ResponseFuture};
 use crate::policy::HedgePolicy;
+use damper_core::spare::Spare;
 use damper_core::{Classify, HasDeadline};
 use std::fmt;
 use std::sync::Arc;
@@ -48,9 +49,8 @@ impl<E: Clone, C: Clone> Shared<E, C> {
 pub struct Hedge<S, E, C> {
     inner: S,
     shared: Arc<Shared<E, C>>,
-    /// A copy of the inner service that hedges are cloned from, made on the first armed
-    /// request. The mutex is only ever `try_lock`ed, when a hedge is about to be sent.
-    spare: Option<Arc<tokio::sync::Mutex<S>>>,
+    /// The copy of the inner service that hedges are cloned from.
+    spare: Spare<S>,
 }
 
 impl<S, E, C> Hedge<S, E, C> {
@@ -58,7 +58,7 @@ impl<S, E, C> Hedge<S, E, C> {
         Self {
             inner,
             shared,
-            spare: None,
+            spare: Spare::new(),
         }
     }
 
@@ -89,7 +89,7 @@ impl<S: Clone, E: Clone, C: Clone> Clone for Hedge<S, E, C> {
         Self {
             inner: self.inner.clone(),
             shared: self.shared.fork(),
-            spare: None,
+            spare: Spare::new(),
         }
     }
 }
@@ -130,10 +130,7 @@ where
             // The only clone of the request: made when it is eligible and a hedge could be
             // sent, because the original is moved into the first attempt.
             let spare = self.shared.eligible.hedge_copy(&req)?;
-            let (inner, slot) = (&self.inner, &mut self.spare);
-            let source = slot
-                .get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(inner.clone())))
-                .clone();
+            let source = self.spare.handle(&self.inner);
             Some(Armed {
                 // The service is cloned (and polled for readiness) only when the hedge is due.
                 source,

@@ -3,6 +3,7 @@
 use crate::policy::{Decision, Stop};
 use crate::replay::Replay;
 use crate::service::Shared;
+use damper_core::spare::SpareHandle;
 use damper_core::{Budget, Classify, Deadline};
 use pin_project_lite::pin_project;
 use std::fmt;
@@ -37,7 +38,7 @@ pin_project! {
         #[pin]
         state: State<S::Future, Result<S::Response, S::Error>>,
         // The service clone's spare copy, present while a retry is possible.
-        source: Option<Arc<tokio::sync::Mutex<S>>>,
+        source: Option<SpareHandle<S>>,
         // The service for retries, cloned from `source` at the first retry.
         service: Option<S>,
         // The copy of the request for the next attempt.
@@ -55,7 +56,7 @@ where
 {
     pub(crate) fn new(
         fut: S::Future,
-        source: Option<Arc<tokio::sync::Mutex<S>>>,
+        source: Option<SpareHandle<S>>,
         request: Option<Req>,
         deadline: Option<Deadline>,
         shared: Arc<Shared<B, C, P>>,
@@ -143,9 +144,7 @@ where
                     if this.service.is_none() {
                         // Only another request's retry, cloning at this very instant, holds
                         // it: treated like a service that is not ready.
-                        if let Some(spare) = this.source.as_ref().and_then(|s| s.try_lock().ok()) {
-                            *this.service = Some(spare.clone());
-                        }
+                        *this.service = this.source.as_ref().and_then(SpareHandle::try_clone);
                     }
                     let is_ready = match this.service.as_mut() {
                         Some(svc) => matches!(svc.poll_ready(cx), Poll::Ready(Ok(()))),

@@ -5,6 +5,7 @@ use damper_core::metrics::{
     LABEL_NAME, RETRY_ATTEMPTS_TOTAL, RETRY_BUDGET_EXHAUSTED_TOTAL, RETRY_RETRIES_TOTAL,
 };
 use damper_core::rng::AtomicRng;
+use damper_core::spare::Spare;
 use damper_core::{Budget, Classify, Deadline};
 use std::fmt;
 use std::sync::Arc;
@@ -92,9 +93,8 @@ pub(crate) fn deposit_reads_clock<B: 'static>(budget: &B) -> bool {
 pub struct Retry<S, B, C, P> {
     inner: S,
     shared: Arc<Shared<B, C, P>>,
-    /// The spare copy retries are cloned from. The mutex is only ever `try_lock`ed, when a
-    /// retry is about to be sent.
-    spare: Option<Arc<tokio::sync::Mutex<S>>>,
+    /// The copy of the inner service that retries are cloned from.
+    spare: Spare<S>,
 }
 
 impl<S, B, C, P> Retry<S, B, C, P> {
@@ -102,7 +102,7 @@ impl<S, B, C, P> Retry<S, B, C, P> {
         Self {
             inner,
             shared,
-            spare: None,
+            spare: Spare::new(),
         }
     }
 
@@ -132,7 +132,7 @@ impl<S: Clone, B: Clone, C: Clone, P: Clone> Clone for Retry<S, B, C, P> {
         Self {
             inner: self.inner.clone(),
             shared: Arc::new((*self.shared).clone()),
-            spare: None,
+            spare: Spare::new(),
         }
     }
 }
@@ -177,11 +177,7 @@ where
         } else {
             None
         };
-        let (inner, slot) = (&self.inner, &mut self.spare);
-        let service = copy.as_ref().map(|_| {
-            slot.get_or_insert_with(|| Arc::new(tokio::sync::Mutex::new(inner.clone())))
-                .clone()
-        });
+        let service = copy.as_ref().map(|_| self.spare.handle(&self.inner));
         shared.metrics.attempts.increment(1);
         let fut = self.inner.call(req);
         ResponseFuture::new(fut, service, copy, deadline, self.shared.clone())
