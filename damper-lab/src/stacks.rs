@@ -92,11 +92,7 @@ impl Stack for FixedBreakerStack {
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
         use damper::breaker::{BreakerConfig, BreakerLayer};
-        let stack = damper::ClientStack::new()
-            .classifier(WireClassifier)
-            .name(format!("client{}", ctx.index))
-            .seed(ctx.seed)
-            .hedging(ctx.scenario.tower.hedge.is_some())
+        let stack = damped_client(ctx)
             .breaker(false)
             .build()
             .expect("client stack is valid");
@@ -119,6 +115,17 @@ impl Stack for FixedBreakerStack {
                 .service(backend),
         )
     }
+}
+
+/// The `damped` client stack for client `ctx.index`, before it is built: the facade's defaults,
+/// seeded per client, reading the simulated server's answers with [`WireClassifier`], hedging
+/// when the scenario hedges.
+fn damped_client(ctx: &StackCtx<'_>) -> damper::ClientStack<WireClassifier> {
+    damper::ClientStack::new()
+        .classifier(WireClassifier)
+        .name(format!("client{}", ctx.index))
+        .seed(ctx.seed)
+        .hedging(ctx.scenario.tower.hedge.is_some())
 }
 
 /// `damped`: damper's stacks through the `damper` facade.
@@ -183,11 +190,7 @@ impl Stack for DampedStack {
     }
 
     fn client(&self, ctx: &StackCtx<'_>, backend: BoxSvc) -> BoxSvc {
-        let stack = damper::ClientStack::new()
-            .classifier(WireClassifier)
-            .name(format!("client{}", ctx.index))
-            .seed(ctx.seed)
-            .hedging(ctx.scenario.tower.hedge.is_some())
+        let stack = damped_client(ctx)
             .build()
             .expect("default client stack is valid");
         BoxCloneService::new(ServiceBuilder::new().layer(stack).service(backend))
