@@ -105,12 +105,6 @@ where
     }
 }
 
-/// The gap before the next hedge after one was sent: one delay (nothing is due if the request
-/// is no longer armed).
-fn armed_delay<S, Req>(armed: &Option<Armed<S, Req>>) -> Duration {
-    armed.as_ref().map_or(Duration::ZERO, |a| a.delay)
-}
-
 impl<S, Req, E, C> Future for ResponseFuture<S, Req, E, C>
 where
     S: Service<Req> + Clone,
@@ -235,6 +229,8 @@ where
             });
             let next = match decision {
                 Fire::Send => {
+                    // The next hedge, if any is left, is one delay later.
+                    let delay = armed.delay;
                     armed.left -= 1;
                     let copy = if armed.left > 0 {
                         this.shared.eligible.hedge_copy(&armed.spare)
@@ -258,7 +254,7 @@ where
                     } else {
                         this.more.push((Box::pin(fut), now));
                     }
-                    Some(armed_delay(this.armed))
+                    Some(delay)
                 }
                 // No token (or no capacity) now: ask again later, at a growing gap. The
                 // attempts still running then are ever more likely the truly slow ones, and
