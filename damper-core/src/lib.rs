@@ -37,6 +37,7 @@
 pub mod backoff;
 pub mod budget;
 pub mod classify;
+pub mod clock;
 pub mod deadline;
 pub mod error;
 pub mod histogram;

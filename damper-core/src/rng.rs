@@ -87,6 +87,34 @@ impl Random for &AtomicRng {
     }
 }
 
+/// 64 random bits from the calling thread's own generator (xorshift64*): no shared state, a few
+/// instructions, for hot-path decisions such as which requests to sample.
+///
+/// Every thread starts from the same state. Draws are therefore reproducible for a thread that
+/// runs one simulation from its start (the lab runs each on a fresh thread), and two threads
+/// draw the same sequence. That is fine for thinning a stream of requests, where what matters
+/// is that the choice is independent of the requests, and wrong for anything that needs the
+/// threads to differ.
+///
+/// ```
+/// let a = damper_core::rng::thread_u64();
+/// let b = damper_core::rng::thread_u64();
+/// assert_ne!(a, b);
+/// ```
+#[inline]
+pub fn thread_u64() -> u64 {
+    use std::cell::Cell;
+    thread_local!(static STATE: Cell<u64> = const { Cell::new(GOLDEN_GAMMA) });
+    STATE.with(|s| {
+        let mut x = s.get();
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        s.set(x);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +142,33 @@ mod tests {
         }
         let mean = sum / 10_000.0;
         assert!((mean - 0.5).abs() < 0.02, "mean {mean}");
+    }
+
+    #[test]
+    fn thread_draws_are_uniform_in_their_top_bits() {
+        // The sampler keeps a draw when its top `n` bits are zero: one in 2ⁿ of the draws.
+        let n = 1u32 << 16;
+        for bits in [1u32, 4, 8] {
+            let kept = std::thread::spawn(move || {
+                (0..n).filter(|_| thread_u64() >> (64 - bits) == 0).count() as f64
+            })
+            .join()
+            .unwrap();
+            let expected = f64::from(n) / f64::from(1u32 << bits);
+            assert!(
+                (kept - expected).abs() < 5.0 * expected.sqrt() + 1.0,
+                "{bits}: {kept}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_thread_starts_from_the_same_state() {
+        let first = || {
+            std::thread::spawn(|| (thread_u64(), thread_u64()))
+                .join()
+                .unwrap()
+        };
+        assert_eq!(first(), first());
     }
 }

@@ -2,7 +2,6 @@
 
 use crate::policy::Attempt;
 use crate::service::Shared;
-use crate::timer::Timer;
 use damper_core::BoxError;
 use damper_core::error::{DeadlineExceeded, Elapsed};
 use metrics::Counter;
@@ -12,7 +11,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use tokio::time::Instant;
+use std::time::Duration;
+use tokio::time::{Instant, Sleep, sleep_until};
 
 pin_project! {
     /// The response future of [`AdaptiveTimeout`](crate::AdaptiveTimeout).
@@ -21,36 +21,47 @@ pin_project! {
     /// timeout, or to [`DeadlineExceeded`] if the request's deadline passed first (or had
     /// passed before the call).
     ///
+    /// # When the timeout starts
+    /// For an attempt that is sampled or has a deadline, at the call. For the others (above
+    /// `max_samples_per_sec`, most attempts) at the first poll that finds the inner future
+    /// pending: the service reads no clock for them at the call, which is most of what a
+    /// request costs it. A response future is normally polled as soon as it is returned; one
+    /// left unpolled has its timer start late by that gap, and one ready on its first poll
+    /// never reads the clock at all.
+    ///
     /// # Cancel safety
     /// Dropping it drops the inner future; the policy learns nothing from a dropped attempt (its
     /// latency is unknown).
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct ResponseFuture<F> {
+        // `None` if the call never reached the inner service, and once the attempt has failed
+        // (it is abandoned: dropped at once).
         #[pin]
-        state: State<F>,
+        inner: Option<F>,
+        // tokio's `Sleep` registers with the timer only when first polled (or reset), so
+        // creating it at the call costs a handle clone and no clock read.
+        #[pin]
+        sleep: Option<Sleep>,
+        // `Some(timeout)`: the attempt's start was not read at the call; the sleep is reset to
+        // end `timeout` after the first poll that finds `inner` pending.
+        arm: Option<Duration>,
+        state: State,
     }
 }
 
-pin_project! {
-    #[project = StateProj]
-    enum State<F> {
-        Running {
-            #[pin]
-            inner: F,
-            #[pin]
-            timer: Timer,
-            start: Instant,
-            attempt: Attempt,
-            observer: Observer,
-        },
-        Failed { error: Failure },
-    }
+/// `Running` while `inner` and `sleep` are `Some`.
+enum State {
+    Running {
+        attempt: Attempt,
+        observer: Observer,
+    },
+    Failed(Failure),
 }
 
 /// Who hears about the attempt's outcome.
 enum Observer {
-    /// A sampled attempt: the policy learns from it.
-    Policy(Arc<Shared>),
+    /// A sampled attempt, started at `start`: the policy learns from it.
+    Policy { shared: Arc<Shared>, start: Instant },
     /// Not sampled: only its metric counts it if its timer fires (`Elapsed`, or
     /// `DeadlineExceeded` if the deadline bounds the attempt). No reference count is taken
     /// unless a metrics recorder is installed.
@@ -59,7 +70,7 @@ enum Observer {
 
 #[derive(Debug, Clone, Copy)]
 enum Failure {
-    Elapsed(std::time::Duration),
+    Elapsed(Duration),
     Deadline,
 }
 
@@ -73,31 +84,51 @@ impl Failure {
 }
 
 impl<F> ResponseFuture<F> {
+    /// An attempt that started at `start`, or, if `start` is `None` (an unsampled attempt
+    /// without a deadline, for which the clock was not read), whose timer starts at the first
+    /// poll that finds `inner` pending.
     #[inline]
-    pub(crate) fn new(inner: F, start: Instant, attempt: Attempt, shared: &Arc<Shared>) -> Self {
-        let observer = if attempt.sampled() {
-            Observer::Policy(shared.clone())
-        } else {
-            Observer::Metric(shared.counter_for(&attempt).clone())
+    pub(crate) fn new(
+        inner: F,
+        start: Option<Instant>,
+        attempt: Attempt,
+        shared: &Arc<Shared>,
+    ) -> Self {
+        let (observer, at, arm) = match start {
+            Some(start) if attempt.sampled() => (
+                Observer::Policy {
+                    shared: shared.clone(),
+                    start,
+                },
+                start + attempt.timeout(),
+                None,
+            ),
+            Some(start) => (
+                Observer::Metric(shared.counter_for(&attempt).clone()),
+                start + attempt.timeout(),
+                None,
+            ),
+            // Any instant will do: the sleep is reset before it is first polled.
+            None => (
+                Observer::Metric(shared.counter_for(&attempt).clone()),
+                shared.policy.origin(),
+                Some(attempt.timeout()),
+            ),
         };
         Self {
-            state: State::Running {
-                inner,
-                timer: Timer::Idle {
-                    at: start + attempt.timeout(),
-                },
-                start,
-                attempt,
-                observer,
-            },
+            sleep: Some(sleep_until(at)),
+            inner: Some(inner),
+            arm,
+            state: State::Running { attempt, observer },
         }
     }
 
     pub(crate) fn expired() -> Self {
         Self {
-            state: State::Failed {
-                error: Failure::Deadline,
-            },
+            inner: None,
+            sleep: None,
+            arm: None,
+            state: State::Failed(Failure::Deadline),
         }
     }
 }
@@ -106,11 +137,16 @@ impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ResponseFuture");
         match &self.state {
-            State::Running { start, attempt, .. } => {
-                d.field("start", start).field("attempt", attempt)
+            State::Running { attempt, observer } => {
+                d.field("attempt", attempt);
+                if let Observer::Policy { start, .. } = observer {
+                    d.field("start", start);
+                }
             }
-            State::Failed { error } => d.field("failed", error),
-        };
+            State::Failed(error) => {
+                d.field("failed", error);
+            }
+        }
         d.finish_non_exhaustive()
     }
 }
@@ -125,43 +161,46 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let failure = match this.state.as_mut().project() {
-            StateProj::Failed { error } => return Poll::Ready(Err(error.into_error())),
-            StateProj::Running {
-                inner,
-                timer,
-                start,
-                attempt,
-                observer,
-            } => {
-                if let Poll::Ready(result) = inner.poll(cx) {
-                    if let (Ok(_), Observer::Policy(shared)) = (&result, &*observer) {
-                        let now = Instant::now();
-                        shared.on_success(now.saturating_duration_since(*start), now);
-                    }
-                    return Poll::Ready(result.map_err(Into::into));
-                }
-                ready!(timer.poll_fire(cx));
-                match observer {
-                    Observer::Metric(counter) => counter.increment(1),
-                    Observer::Policy(shared) if attempt.limited_by_deadline() => {
-                        shared.on_deadline_exceeded();
-                    }
-                    // The timer fired at exactly this instant: no need to read the clock.
-                    Observer::Policy(shared) => {
-                        shared.on_timeout(attempt, *start + attempt.timeout());
-                    }
-                }
-                if attempt.limited_by_deadline() {
-                    Failure::Deadline
-                } else {
-                    Failure::Elapsed(attempt.timeout())
-                }
-            }
+        let (attempt, observer) = match &*this.state {
+            State::Failed(error) => return Poll::Ready(Err(error.into_error())),
+            State::Running { attempt, observer } => (attempt, observer),
         };
-        // Drop the inner future now (the attempt is abandoned) and keep the error in case we
-        // are polled again.
-        this.state.set(State::Failed { error: failure });
+        if let Some(inner) = this.inner.as_mut().as_pin_mut()
+            && let Poll::Ready(result) = inner.poll(cx)
+        {
+            if let (Ok(_), Observer::Policy { shared, start }) = (&result, observer) {
+                let now = Instant::now();
+                shared.on_success(now.saturating_duration_since(*start), now);
+            }
+            return Poll::Ready(result.map_err(Into::into));
+        }
+        if let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() {
+            if let Some(timeout) = this.arm.take() {
+                // The timeout is at most a day (the configured ceiling): no overflow.
+                sleep.as_mut().reset(Instant::now() + timeout);
+            }
+            ready!(sleep.poll(cx));
+        }
+        match observer {
+            Observer::Metric(counter) => counter.increment(1),
+            Observer::Policy { shared, .. } if attempt.limited_by_deadline() => {
+                shared.on_deadline_exceeded();
+            }
+            // The timer fired at exactly this instant: no need to read the clock.
+            Observer::Policy { shared, start } => {
+                shared.on_timeout(attempt, *start + attempt.timeout());
+            }
+        }
+        let failure = if attempt.limited_by_deadline() {
+            Failure::Deadline
+        } else {
+            Failure::Elapsed(attempt.timeout())
+        };
+        // Drop the inner future and the timer now (the attempt is abandoned) and keep the error
+        // in case we are polled again.
+        this.inner.set(None);
+        this.sleep.set(None);
+        *this.state = State::Failed(failure);
         Poll::Ready(Err(failure.into_error()))
     }
 }

@@ -75,13 +75,15 @@
 //! ([`AdaptiveTimeoutBuilder::record`]).
 //!
 //! # Cost
-//! Per request: one clock read and a few relaxed atomic loads. A sampled attempt (every attempt
-//! below `max_samples_per_sec`, 2000 by default) adds an `Arc` clone, a second clock read and a
-//! histogram record (three relaxed atomic adds); above that rate the policy learns from one
-//! attempt in 2ⁿ, chosen independently of latency and outcome (see [`TimeoutConfig`]). The
-//! quantile is recomputed at most once per `refresh` by one caller. The tokio timer is created
-//! only if the response is not ready on its first poll, and lives inline in the response
-//! future: nothing is boxed.
+//! Per request: a draw from a per-thread random generator and a few relaxed atomic loads. A
+//! sampled attempt (every attempt below `max_samples_per_sec`, 2000 by default; above that one
+//! in 2ⁿ, chosen independently of latency and outcome, see [`TimeoutConfig`]) adds two clock
+//! reads, an `Arc` clone and a histogram record (three relaxed atomic adds), and checks whether
+//! the quantile is due for its refresh (at most once per `refresh`, by one caller). An
+//! unsampled attempt without a deadline reads no clock at the call: its timer starts at the
+//! first poll that finds the response pending (see [`ResponseFuture`](future::ResponseFuture)),
+//! so a response ready on its first poll costs no clock read and no timer registration. The
+//! tokio `Sleep` lives inline in the response future: nothing is boxed.
 //!
 //! # Metrics
 //! `damper_timeout_current_seconds` (gauge, updated on refresh and backoff),

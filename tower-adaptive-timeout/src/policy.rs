@@ -30,13 +30,18 @@
 //!   `max_growth ×` its value when the window began. Decreases are immediate.
 //! - **ceiling and floor** bound everything; the request's deadline bounds each attempt.
 //! - **sampling**: above `max_samples_per_sec`, the policy learns from a uniform sample of the
-//!   attempts only: those whose start time hashes into a 1-in-2ⁿ bucket
+//!   attempts only: one in 2ⁿ, drawn from a per-thread random generator
 //!   ([`Attempt::sampled`]). Every rule above then runs on the thinned stream, which has the
 //!   same latency distribution and the same proportion of timeouts; see
-//!   [`TimeoutConfig`](crate::TimeoutConfig#sampling).
+//!   [`TimeoutConfig`](crate::TimeoutConfig#sampling). The refresh is checked by the attempts
+//!   that read the clock: the sampled ones and those with a deadline (the service reads no
+//!   clock for the others), and by [`AdaptivePolicy::current`]. Above the sampling rate that is
+//!   still about `max_samples_per_sec` checks a second; after a sudden drop in traffic the
+//!   first sampled attempt finds the rate fallen and samples every attempt again.
 
 use crate::config::TimeoutConfig;
 use crate::error::ConfigError;
+use damper_core::clock::Origin;
 use damper_core::deadline::Deadline;
 use damper_core::histogram::{LatencyHistogram, QuantileCache};
 use std::fmt;
@@ -122,7 +127,7 @@ pub struct AdaptivePolicy {
     histogram: Arc<LatencyHistogram>,
     cache: QuantileCache,
     record: bool,
-    origin: Instant,
+    origin: Origin,
     floor: u64,
     ceiling: u64,
     fallback: u64,
@@ -186,7 +191,7 @@ impl AdaptivePolicy {
             cache: QuantileCache::new(config.quantile, config.refresh, now),
             histogram,
             record,
-            origin: now,
+            origin: Origin::new(now),
             floor: nanos(config.floor),
             ceiling,
             fallback,
@@ -220,7 +225,7 @@ impl AdaptivePolicy {
 
     #[inline]
     fn since(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.origin))
+        self.origin.nanos(now)
     }
 
     #[inline]
@@ -231,9 +236,18 @@ impl AdaptivePolicy {
     /// Decides the timeout of an attempt sent at `now` for a request with `deadline`.
     #[inline]
     pub fn decide(&self, now: Instant, deadline: Option<Deadline>) -> Decision {
-        let t = self.since(now);
-        let refreshed = self.refresh(t, now);
-        let sampled = self.sample(t);
+        self.decide_drawn(now, deadline, self.draw_sample())
+    }
+
+    /// [`decide`](Self::decide), with the sampling draw already made.
+    #[inline]
+    pub(crate) fn decide_drawn(
+        &self,
+        now: Instant,
+        deadline: Option<Deadline>,
+        sampled: bool,
+    ) -> Decision {
+        let refreshed = self.refresh(self.since(now), now);
         let adaptive = Duration::from_nanos(self.effective());
         let generation = self.generation.load(Relaxed);
         let (timeout, limited_by_deadline) = match deadline {
@@ -260,16 +274,38 @@ impl AdaptivePolicy {
         })
     }
 
-    /// Whether an attempt starting at `t` is measured: always below the sampling rate, else
-    /// when the top `shift` bits of a multiplicative hash of `t` are zero.
+    /// The attempt of a request without a deadline that [`draw_sample`](Self::draw_sample) left
+    /// out: it needs no `now` (its latency is not measured), so the service does not read the
+    /// clock for it, and it does not check whether a refresh is due.
     #[inline]
-    fn sample(&self, t: u64) -> bool {
+    pub(crate) fn unsampled(&self) -> Attempt {
+        let adaptive = Duration::from_nanos(self.effective());
+        Attempt {
+            timeout: adaptive,
+            adaptive,
+            generation: self.generation.load(Relaxed),
+            limited_by_deadline: false,
+            refreshed: false,
+            sampled: false,
+        }
+    }
+
+    /// Whether the next attempt is measured: always below the sampling rate, else one in
+    /// `2^shift`, drawn from the calling thread's generator (so independent of the attempt's
+    /// latency and outcome). Counts the attempts it keeps.
+    #[inline]
+    pub(crate) fn draw_sample(&self) -> bool {
         let shift = self.sample_shift.load(Relaxed);
-        let sampled = shift == 0 || t.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - shift) == 0;
+        let sampled = shift == 0 || damper_core::rng::thread_u64() >> (64 - shift) == 0;
         if sampled {
             self.sampled.fetch_add(1, Relaxed);
         }
         sampled
+    }
+
+    /// The instant the policy counts from.
+    pub(crate) fn origin(&self) -> Instant {
+        self.origin.instant()
     }
 
     /// The timeout an attempt sent at `now` without a deadline would get.

@@ -130,19 +130,27 @@ where
 
     #[inline]
     fn call(&mut self, req: Req) -> Self::Future {
-        let now = Instant::now();
-        match self.shared.policy.decide(now, req.deadline()) {
-            Decision::Expired => {
-                self.shared.on_deadline_exceeded();
-                ResponseFuture::expired()
-            }
-            Decision::Attempt(attempt) => {
-                if attempt.refreshed() {
-                    self.shared.current.set(attempt.adaptive().as_secs_f64());
+        let policy = &self.shared.policy;
+        let deadline = req.deadline();
+        let sampled = policy.draw_sample();
+        // Nothing to measure and no deadline to cut: no clock read (see `ResponseFuture`'s
+        // "When the timeout starts").
+        let start = (sampled || deadline.is_some()).then(Instant::now);
+        let attempt = match start {
+            None => policy.unsampled(),
+            Some(now) => match policy.decide_drawn(now, deadline, sampled) {
+                Decision::Expired => {
+                    self.shared.on_deadline_exceeded();
+                    return ResponseFuture::expired();
                 }
-                let inner = self.inner.call(req);
-                ResponseFuture::new(inner, now, attempt, &self.shared)
-            }
-        }
+                Decision::Attempt(attempt) => {
+                    if attempt.refreshed() {
+                        self.shared.current.set(attempt.adaptive().as_secs_f64());
+                    }
+                    attempt
+                }
+            },
+        };
+        ResponseFuture::new(self.inner.call(req), start, attempt, &self.shared)
     }
 }

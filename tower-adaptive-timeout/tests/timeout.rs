@@ -337,6 +337,61 @@ fn sampled_at_high_rates_yet_every_timeout_counts() {
     assert_eq!(find(m::TIMEOUT_ELAPSED_TOTAL), 300.0);
 }
 
+/// 10 000 attempts a second answered after 100 µs: above `max_samples` a second, so most
+/// attempts are neither measured nor clocked at the call.
+async fn busy(svc: &mut Svc<u32>, handle: &mut Handle<u32>, attempts: u32) {
+    for _ in 0..attempts {
+        attempt(svc, handle, 1, Duration::from_micros(100))
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn at_high_rates_the_requests_still_refresh_the_timeout() {
+    let layer = AdaptiveTimeoutLayer::builder()
+        .max_samples_per_sec(500)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+    assert_eq!(layer.state().base, Duration::from_secs(1), "the fallback");
+    busy(&mut svc, &mut handle, 10_000).await;
+    let recorded = layer.histogram().count(Instant::now());
+    assert!(
+        recorded > 200 && recorded < 2_000,
+        "{recorded} of 10 000 measured"
+    );
+    // `state` does not refresh: the sampled requests did (100 µs × 1.5, floored at 10 ms).
+    assert_eq!(layer.state().base, 10 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unclocked_attempt_is_timed_from_its_first_pending_poll() {
+    let layer = AdaptiveTimeoutLayer::builder()
+        .max_samples_per_sec(10)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer::<u32, u32, _>(layer.clone());
+    busy(&mut svc, &mut handle, 10_000).await;
+    let timeout = layer.state().effective;
+    assert_eq!(timeout, 10 * MS);
+    // About one attempt in 2¹⁰ is sampled now; the draws are the same on every run.
+    let measured = layer.histogram().count(Instant::now());
+    assert_ready_ok!(svc.poll_ready());
+    let mut fut = task::spawn(svc.call(1));
+    let _pending = handle.next_request().await.unwrap();
+    // Left unpolled for longer than the timeout: its timer has not started.
+    time::advance(3 * timeout).await;
+    assert_pending!(fut.poll());
+    time::advance(timeout - MS).await;
+    assert_pending!(fut.poll());
+    time::advance(MS).await;
+    let err = assert_ready!(fut.poll()).unwrap_err();
+    assert_eq!(elapsed(&err), timeout);
+    // Unsampled, so the timeout taught the policy nothing.
+    assert_eq!(layer.histogram().count(Instant::now()), measured);
+}
+
 #[cfg(feature = "serde")]
 #[test]
 fn config_deserializes_with_defaults_and_is_validated() {
