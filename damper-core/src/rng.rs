@@ -87,32 +87,39 @@ impl Random for &AtomicRng {
     }
 }
 
-/// 64 random bits from the calling thread's own generator (xorshift64*): no shared state, a few
-/// instructions, for hot-path decisions such as which requests to sample.
+/// Whether to keep this event, keeping one in `2^shift` (`shift` in `0..=63`; 0 keeps all).
 ///
-/// Every thread starts from the same state. Draws are therefore reproducible for a thread that
-/// runs one simulation from its start (the lab runs each on a fresh thread), and two threads
-/// draw the same sequence. That is fine for thinning a stream of requests, where what matters
-/// is that the choice is independent of the requests, and wrong for anything that needs the
-/// threads to differ.
+/// For thinning a stream of requests on the hot path: the calling thread steps its own
+/// golden-ratio (Weyl) sequence, `n × 0x9E37…7C15 mod 2⁶⁴`, and keeps the event when the top
+/// `shift` bits are zero. The kept events are spread evenly through the thread's stream, one in
+/// `2^shift` over any stretch, and independently of any pattern in it: for every period `p`
+/// and residue `r`, the events numbered `r mod p` are kept at the same rate (the sequence
+/// `n × φ` is equidistributed along every arithmetic progression), so a periodic mix of
+/// requests is sampled in its proportions, which a counter (`n mod 2^shift == 0`) does not do.
+/// An add, a shift and a compare on a thread-local word: no shared state.
+///
+/// Every thread starts from the same state, so a run on a fresh thread is reproducible (the
+/// lab runs each simulation on one).
 ///
 /// ```
-/// let a = damper_core::rng::thread_u64();
-/// let b = damper_core::rng::thread_u64();
-/// assert_ne!(a, b);
+/// use damper_core::rng::thread_keep;
+/// assert!(thread_keep(0));
+/// let kept = (0..1 << 12).filter(|_| thread_keep(4)).count();
+/// assert!((250..=262).contains(&kept), "{kept}");
 /// ```
 #[inline]
-pub fn thread_u64() -> u64 {
+pub fn thread_keep(shift: u32) -> bool {
     use std::cell::Cell;
-    thread_local!(static STATE: Cell<u64> = const { Cell::new(GOLDEN_GAMMA) });
-    STATE.with(|s| {
-        let mut x = s.get();
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
+    thread_local!(static STATE: Cell<u64> = const { Cell::new(0) });
+    if shift == 0 {
+        return true;
+    }
+    let x = STATE.with(|s| {
+        let x = s.get().wrapping_add(GOLDEN_GAMMA);
         s.set(x);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    })
+        x
+    });
+    x >> (64 - shift.min(63)) == 0
 }
 
 #[cfg(test)]
@@ -145,30 +152,38 @@ mod tests {
     }
 
     #[test]
-    fn thread_draws_are_uniform_in_their_top_bits() {
-        // The sampler keeps a draw when its top `n` bits are zero: one in 2ⁿ of the draws.
-        let n = 1u32 << 16;
-        for bits in [1u32, 4, 8] {
-            let kept = std::thread::spawn(move || {
-                (0..n).filter(|_| thread_u64() >> (64 - bits) == 0).count() as f64
-            })
-            .join()
-            .unwrap();
-            let expected = f64::from(n) / f64::from(1u32 << bits);
-            assert!(
-                (kept - expected).abs() < 5.0 * expected.sqrt() + 1.0,
-                "{bits}: {kept}"
-            );
-        }
+    fn thread_keep_keeps_one_in_two_to_the_shift_of_every_residue_class() {
+        std::thread::spawn(|| {
+            for shift in [1u32, 3, 6] {
+                // Events in 12 interleaved classes (a periodic mix of 12 kinds of request).
+                let mut kept = [0u32; 12];
+                let n = 12 << 14;
+                for i in 0..n {
+                    if thread_keep(shift) {
+                        kept[i % 12] += 1;
+                    }
+                }
+                let expected = f64::from((n / 12) as u32) / f64::from(1u32 << shift);
+                for (class, &k) in kept.iter().enumerate() {
+                    let k = f64::from(k);
+                    assert!(
+                        (k - expected).abs() <= 0.02 * expected + 2.0,
+                        "shift {shift}, class {class}: {k} kept, {expected} expected"
+                    );
+                }
+            }
+        })
+        .join()
+        .unwrap();
     }
 
     #[test]
     fn every_thread_starts_from_the_same_state() {
-        let first = || {
-            std::thread::spawn(|| (thread_u64(), thread_u64()))
+        let run = || {
+            std::thread::spawn(|| (0..64).map(|_| thread_keep(3)).collect::<Vec<_>>())
                 .join()
                 .unwrap()
         };
-        assert_eq!(first(), first());
+        assert_eq!(run(), run());
     }
 }

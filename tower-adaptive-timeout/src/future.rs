@@ -8,6 +8,7 @@ use metrics::Counter;
 use pin_project_lite::pin_project;
 use std::fmt;
 use std::future::Future;
+use std::mem::ManuallyDrop;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -35,33 +36,31 @@ pin_project! {
     #[must_use = "futures do nothing unless you `.await` or poll them"]
     pub struct ResponseFuture<F> {
         // `None` if the call never reached the inner service, and once the attempt has failed
-        // (it is abandoned: dropped at once).
+        // (it is abandoned: dropped at once). Then the future fails again if polled.
         #[pin]
         inner: Option<F>,
         // tokio's `Sleep` registers with the timer only when first polled (or reset), so
         // creating it at the call costs a handle clone and no clock read.
         #[pin]
         sleep: Option<Sleep>,
-        // `Some(timeout)`: the attempt's start was not read at the call; the sleep is reset to
-        // end `timeout` after the first poll that finds `inner` pending.
-        arm: Option<Duration>,
-        state: State,
-    }
-}
-
-/// `Running` while `inner` and `sleep` are `Some`.
-enum State {
-    Running {
-        attempt: Attempt,
+        // The attempt's timeout, and whether it is the deadline's remainder.
+        timeout: Duration,
+        limited: bool,
+        // The attempt's start was not read at the call: the sleep is reset to end `timeout`
+        // after the first poll that finds `inner` pending.
+        unarmed: bool,
         observer: Observer,
-    },
-    Failed(Failure),
+    }
 }
 
 /// Who hears about the attempt's outcome.
 enum Observer {
     /// A sampled attempt, started at `start`: the policy learns from it.
-    Policy { shared: Arc<Shared>, start: Instant },
+    Policy {
+        shared: Arc<Shared>,
+        start: Instant,
+        attempt: Attempt,
+    },
     /// Not sampled: only its metric counts it if its timer fires (`Elapsed`, or
     /// `DeadlineExceeded` if the deadline bounds the attempt). No reference count is taken
     /// unless a metrics recorder is installed.
@@ -94,41 +93,48 @@ impl<F> ResponseFuture<F> {
         attempt: Attempt,
         shared: &Arc<Shared>,
     ) -> Self {
-        let (observer, at, arm) = match start {
+        let (observer, at) = match start {
             Some(start) if attempt.sampled() => (
                 Observer::Policy {
                     shared: shared.clone(),
                     start,
+                    attempt,
                 },
                 start + attempt.timeout(),
-                None,
             ),
             Some(start) => (
                 Observer::Metric(shared.counter_for(&attempt).clone()),
                 start + attempt.timeout(),
-                None,
             ),
             // Any instant will do: the sleep is reset before it is first polled.
             None => (
                 Observer::Metric(shared.counter_for(&attempt).clone()),
                 shared.policy.origin(),
-                Some(attempt.timeout()),
             ),
         };
+        // Nothing to drop if building the sleep unwinds (it does only outside a runtime, and
+        // then the observer's reference count leaks): that lets the sleep be built in place,
+        // not beside the future and copied in.
+        let observer = ManuallyDrop::new(observer);
         Self {
             sleep: Some(sleep_until(at)),
             inner: Some(inner),
-            arm,
-            state: State::Running { attempt, observer },
+            timeout: attempt.timeout(),
+            limited: attempt.limited_by_deadline(),
+            unarmed: start.is_none(),
+            observer: ManuallyDrop::into_inner(observer),
         }
     }
 
+    /// A request whose deadline had passed before the call.
     pub(crate) fn expired() -> Self {
         Self {
             inner: None,
             sleep: None,
-            arm: None,
-            state: State::Failed(Failure::Deadline),
+            timeout: Duration::ZERO,
+            limited: true,
+            unarmed: false,
+            observer: Observer::Metric(Counter::noop()),
         }
     }
 }
@@ -136,16 +142,11 @@ impl<F> ResponseFuture<F> {
 impl<F> fmt::Debug for ResponseFuture<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("ResponseFuture");
-        match &self.state {
-            State::Running { attempt, observer } => {
-                d.field("attempt", attempt);
-                if let Observer::Policy { start, .. } = observer {
-                    d.field("start", start);
-                }
-            }
-            State::Failed(error) => {
-                d.field("failed", error);
-            }
+        d.field("timeout", &self.timeout)
+            .field("limited_by_deadline", &self.limited)
+            .field("failed", &self.inner.is_none());
+        if let Observer::Policy { start, .. } = &self.observer {
+            d.field("start", start);
         }
         d.finish_non_exhaustive()
     }
@@ -161,46 +162,43 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let (attempt, observer) = match &*this.state {
-            State::Failed(error) => return Poll::Ready(Err(error.into_error())),
-            State::Running { attempt, observer } => (attempt, observer),
+        let failure = if *this.limited {
+            Failure::Deadline
+        } else {
+            Failure::Elapsed(*this.timeout)
         };
-        if let Some(inner) = this.inner.as_mut().as_pin_mut()
-            && let Poll::Ready(result) = inner.poll(cx)
-        {
-            if let (Ok(_), Observer::Policy { shared, start }) = (&result, observer) {
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Ready(Err(failure.into_error()));
+        };
+        if let Poll::Ready(result) = inner.poll(cx) {
+            if let (Ok(_), Observer::Policy { shared, start, .. }) = (&result, &*this.observer) {
                 let now = Instant::now();
                 shared.on_success(now.saturating_duration_since(*start), now);
             }
             return Poll::Ready(result.map_err(Into::into));
         }
         if let Some(mut sleep) = this.sleep.as_mut().as_pin_mut() {
-            if let Some(timeout) = this.arm.take() {
+            if *this.unarmed {
+                *this.unarmed = false;
                 // The timeout is at most a day (the configured ceiling): no overflow.
-                sleep.as_mut().reset(Instant::now() + timeout);
+                sleep.as_mut().reset(Instant::now() + *this.timeout);
             }
             ready!(sleep.poll(cx));
         }
-        match observer {
+        match &*this.observer {
             Observer::Metric(counter) => counter.increment(1),
-            Observer::Policy { shared, .. } if attempt.limited_by_deadline() => {
-                shared.on_deadline_exceeded();
-            }
+            Observer::Policy { shared, .. } if *this.limited => shared.on_deadline_exceeded(),
             // The timer fired at exactly this instant: no need to read the clock.
-            Observer::Policy { shared, start } => {
-                shared.on_timeout(attempt, *start + attempt.timeout());
-            }
+            Observer::Policy {
+                shared,
+                start,
+                attempt,
+            } => shared.on_timeout(attempt, *start + *this.timeout),
         }
-        let failure = if attempt.limited_by_deadline() {
-            Failure::Deadline
-        } else {
-            Failure::Elapsed(attempt.timeout())
-        };
-        // Drop the inner future and the timer now (the attempt is abandoned) and keep the error
-        // in case we are polled again.
+        // Drop the inner future and the timer now (the attempt is abandoned); polled again,
+        // the future fails again.
         this.inner.set(None);
         this.sleep.set(None);
-        *this.state = State::Failed(failure);
         Poll::Ready(Err(failure.into_error()))
     }
 }

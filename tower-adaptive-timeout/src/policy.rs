@@ -295,8 +295,8 @@ impl AdaptivePolicy {
     /// latency and outcome). Counts the attempts it keeps.
     #[inline]
     pub(crate) fn draw_sample(&self) -> bool {
-        let shift = self.sample_shift.load(Relaxed);
-        let sampled = shift == 0 || damper_core::rng::thread_u64() >> (64 - shift) == 0;
+        // The shift is at most 40 (see `resample`).
+        let sampled = damper_core::rng::thread_keep(self.sample_shift.load(Relaxed) as u32);
         if sampled {
             self.sampled.fetch_add(1, Relaxed);
         }
