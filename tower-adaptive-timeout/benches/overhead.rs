@@ -9,6 +9,10 @@
 //! `cpu_*` groups repeat `ready` and `pending_once` measured in the bench thread's CPU time
 //! (`CLOCK_THREAD_CPUTIME_ID`, read through rustix), which time spent descheduled does not inflate.
 //!
+//! For the ratio to tower's `Timeout` on this shared machine, `--bench interleaved` (the two
+//! services taking turns, median of per-round ratios) is steadier than comparing two of these
+//! figures.
+//!
 //! Groups:
 //! - `ready`: the inner future is ready on its first poll (the usual micro-benchmark). At this
 //!   rate (tens of millions of calls per second) the adaptive timeout measures one attempt in
@@ -18,51 +22,17 @@
 //! - `two_threads`: two std threads, each with its own current-thread runtime and a clone of
 //!   one service, `N` calls each; reported as time per call over both threads.
 
+mod common;
+
+use common::{PendingOnce, call};
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::convert::Infallible;
-use std::future::Future;
 use std::hint::black_box;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tower::timeout::Timeout;
 use tower::{Layer, Service, service_fn};
 use tower_adaptive_timeout::{AdaptiveTimeoutLayer, DeadlineLayer};
-
-/// Ready on the second poll.
-struct PendingOnce<T>(Option<T>, bool);
-
-impl<T: Unpin> Future for PendingOnce<T> {
-    type Output = Result<T, Infallible>;
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        if !self.1 {
-            self.1 = true;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        Poll::Ready(Ok(self.0.take().expect("polled after completion")))
-    }
-}
-
-/// One `poll_ready` + `call` + poll to completion, with a no-op waker.
-fn call<S>(svc: &mut S, req: u32) -> S::Response
-where
-    S: Service<u32>,
-    S::Error: std::fmt::Debug,
-{
-    let mut cx = Context::from_waker(Waker::noop());
-    match svc.poll_ready(&mut cx) {
-        Poll::Ready(r) => r.unwrap(),
-        Poll::Pending => unreachable!("ready service"),
-    }
-    let mut fut = pin!(svc.call(req));
-    loop {
-        if let Poll::Ready(r) = fut.as_mut().poll(&mut cx) {
-            return r.unwrap();
-        }
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()

@@ -55,11 +55,12 @@ pin_project! {
 
 /// Who hears about the attempt's outcome.
 enum Observer {
-    /// A sampled attempt, started at `start`: the policy learns from it.
+    /// A sampled attempt, started at `start` in backoff generation `generation`: the policy
+    /// learns from it.
     Policy {
         shared: Arc<Shared>,
         start: Instant,
-        attempt: Attempt,
+        generation: u64,
     },
     /// Not sampled: only its metric counts it if its timer fires (`Elapsed`, or
     /// `DeadlineExceeded` if the deadline bounds the attempt). No reference count is taken
@@ -98,7 +99,7 @@ impl<F> ResponseFuture<F> {
                 Observer::Policy {
                     shared: shared.clone(),
                     start,
-                    attempt,
+                    generation: attempt.generation(),
                 },
                 start + attempt.timeout(),
             ),
@@ -162,13 +163,16 @@ where
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let failure = if *this.limited {
-            Failure::Deadline
-        } else {
-            Failure::Elapsed(*this.timeout)
+        let failure = |limited: bool, timeout: Duration| {
+            Err(if limited {
+                Failure::Deadline
+            } else {
+                Failure::Elapsed(timeout)
+            }
+            .into_error())
         };
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err(failure.into_error()));
+            return Poll::Ready(failure(*this.limited, *this.timeout));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             if let (Ok(_), Observer::Policy { shared, start, .. }) = (&result, &*this.observer) {
@@ -192,13 +196,16 @@ where
             Observer::Policy {
                 shared,
                 start,
-                attempt,
-            } => shared.on_timeout(attempt, *start + *this.timeout),
+                generation,
+            } => shared.on_timeout(
+                &Attempt::timed_out(*this.timeout, *generation),
+                *start + *this.timeout,
+            ),
         }
         // Drop the inner future and the timer now (the attempt is abandoned); polled again,
         // the future fails again.
         this.inner.set(None);
         this.sleep.set(None);
-        Poll::Ready(Err(failure.into_error()))
+        Poll::Ready(failure(*this.limited, *this.timeout))
     }
 }

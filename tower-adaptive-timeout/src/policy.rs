@@ -72,6 +72,19 @@ pub struct Attempt {
 }
 
 impl Attempt {
+    /// A sampled attempt of `timeout`, not cut by a deadline, started in backoff generation
+    /// `generation`: what [`AdaptivePolicy::on_timeout`] needs of one whose timer fired.
+    pub(crate) const fn timed_out(timeout: Duration, generation: u64) -> Self {
+        Self {
+            timeout,
+            adaptive: timeout,
+            generation,
+            limited_by_deadline: false,
+            refreshed: false,
+            sampled: true,
+        }
+    }
+
     /// The timeout to apply to this attempt: the adaptive timeout, or the request's remaining
     /// deadline if that is shorter.
     pub const fn timeout(&self) -> Duration {
