@@ -68,26 +68,11 @@ enum Observer {
     Metric(Counter),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Failure {
-    Elapsed(Duration),
-    Deadline,
-}
-
-impl Failure {
-    fn into_error(self) -> BoxError {
-        match self {
-            Failure::Elapsed(t) => Box::new(Elapsed::new(t)),
-            Failure::Deadline => Box::new(DeadlineExceeded::new()),
-        }
-    }
-}
-
 impl<F> ResponseFuture<F> {
     /// An attempt that started at `start`, or, if `start` is `None` (an unsampled attempt
     /// without a deadline, for which the clock was not read), whose timer starts at the first
     /// poll that finds `inner` pending.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn new(
         inner: F,
         start: Option<Instant>,
@@ -160,24 +145,18 @@ where
 {
     type Output = Result<T, BoxError>;
 
-    #[inline]
+    // Always inlined (so is `new`): a few lines on the hot path, which the compiler otherwise
+    // sometimes leaves out of line in a crate with many instantiations. The rare parts are
+    // the out-of-line functions below.
+    #[inline(always)]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
-        let failure = |limited: bool, timeout: Duration| {
-            Err(if limited {
-                Failure::Deadline
-            } else {
-                Failure::Elapsed(timeout)
-            }
-            .into_error())
-        };
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
-            return Poll::Ready(failure(*this.limited, *this.timeout));
+            return Poll::Ready(Err(failure(*this.limited, *this.timeout)));
         };
         if let Poll::Ready(result) = inner.poll(cx) {
             if let (Ok(_), Observer::Policy { shared, start, .. }) = (&result, &*this.observer) {
-                let now = Instant::now();
-                shared.on_success(now.saturating_duration_since(*start), now);
+                succeeded(shared, *start);
             }
             return Poll::Ready(result.map_err(Into::into));
         }
@@ -189,23 +168,44 @@ where
             }
             ready!(sleep.poll(cx));
         }
-        match &*this.observer {
-            Observer::Metric(counter) => counter.increment(1),
-            Observer::Policy { shared, .. } if *this.limited => shared.on_deadline_exceeded(),
-            // The timer fired at exactly this instant: no need to read the clock.
-            Observer::Policy {
-                shared,
-                start,
-                generation,
-            } => shared.on_timeout(
-                &Attempt::timed_out(*this.timeout, *generation),
-                *start + *this.timeout,
-            ),
-        }
+        fired(this.observer, *this.limited, *this.timeout);
         // Drop the inner future and the timer now (the attempt is abandoned); polled again,
         // the future fails again.
         this.inner.set(None);
         this.sleep.set(None);
-        Poll::Ready(failure(*this.limited, *this.timeout))
+        Poll::Ready(Err(failure(*this.limited, *this.timeout)))
+    }
+}
+
+/// The error of an attempt whose timer fired (or that never started).
+fn failure(limited: bool, timeout: Duration) -> BoxError {
+    if limited {
+        Box::new(DeadlineExceeded::new())
+    } else {
+        Box::new(Elapsed::new(timeout))
+    }
+}
+
+/// A sampled attempt that started at `start` succeeded: the policy learns its latency.
+#[cold]
+#[inline(never)]
+fn succeeded(shared: &Shared, start: Instant) {
+    let now = Instant::now();
+    shared.on_success(now.saturating_duration_since(start), now);
+}
+
+/// The attempt's timer fired: count it, and teach the policy if the attempt was sampled.
+#[cold]
+#[inline(never)]
+fn fired(observer: &Observer, limited: bool, timeout: Duration) {
+    match observer {
+        Observer::Metric(counter) => counter.increment(1),
+        Observer::Policy { shared, .. } if limited => shared.on_deadline_exceeded(),
+        // The timer fired at exactly this instant: no need to read the clock.
+        Observer::Policy {
+            shared,
+            start,
+            generation,
+        } => shared.on_timeout(&Attempt::timed_out(timeout, *generation), *start + timeout),
     }
 }
