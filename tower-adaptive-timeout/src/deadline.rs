@@ -36,7 +36,6 @@
 //! ```
 
 use crate::error::ConfigError;
-use crate::timer::Timer;
 use damper_core::BoxError;
 use damper_core::deadline::{Deadline as RequestDeadline, HasDeadline, grpc_timeout};
 use damper_core::error::DeadlineExceeded;
@@ -288,10 +287,12 @@ where
     type Error = BoxError;
     type Future = future::ResponseFuture<S::Future>;
 
+    #[inline]
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx).map_err(Into::into)
     }
 
+    #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
         let s = self.shared.settings;
         let now = Instant::now();
@@ -302,7 +303,7 @@ where
         };
         let deadline = resolve(now, req.deadline(), s.timeout, incoming, s.max_incoming);
         let Some(deadline) = deadline else {
-            return future::ResponseFuture::new(self.inner.call(req), Timer::Off, None);
+            return future::ResponseFuture::unbounded(self.inner.call(req));
         };
         if deadline.is_expired(now) {
             self.shared.exceeded.increment(1);
@@ -314,10 +315,8 @@ where
         }
         future::ResponseFuture::new(
             self.inner.call(req),
-            Timer::Idle {
-                at: deadline.instant(),
-            },
-            Some(self.shared.exceeded.clone()),
+            deadline.instant(),
+            &self.shared.exceeded,
         )
     }
 }
@@ -328,8 +327,10 @@ pub mod future {
     use super::*;
     use pin_project_lite::pin_project;
     use std::future::Future;
+    use std::mem::ManuallyDrop;
     use std::pin::Pin;
     use std::task::ready;
+    use tokio::time::{Sleep, sleep_until};
 
     pin_project! {
         /// The response future of [`Deadline`]: the inner response, or
@@ -341,25 +342,42 @@ pub mod future {
         pub struct ResponseFuture<F> {
             #[pin]
             inner: Option<F>,
+            // Built at the call (tokio registers it only when first polled), which lets it be
+            // built in place; `None` without a deadline.
             #[pin]
-            timer: Timer,
+            sleep: Option<Sleep>,
             exceeded: Option<Counter>,
         }
     }
 
     impl<F> ResponseFuture<F> {
-        pub(super) fn new(inner: F, timer: Timer, exceeded: Option<Counter>) -> Self {
+        /// A call bounded by a deadline at `at`.
+        #[inline(always)]
+        pub(super) fn new(inner: F, at: Instant, exceeded: &Counter) -> Self {
+            // Nothing to drop if building the sleep unwinds (only outside a runtime; the
+            // counter's reference count then leaks): that lets the sleep be built in place.
+            let exceeded = ManuallyDrop::new(exceeded.clone());
+            Self {
+                sleep: Some(sleep_until(at)),
+                inner: Some(inner),
+                exceeded: Some(ManuallyDrop::into_inner(exceeded)),
+            }
+        }
+
+        /// A call without a deadline: the inner response, unbounded.
+        #[inline(always)]
+        pub(super) fn unbounded(inner: F) -> Self {
             Self {
                 inner: Some(inner),
-                timer,
-                exceeded,
+                sleep: None,
+                exceeded: None,
             }
         }
 
         pub(super) fn expired() -> Self {
             Self {
                 inner: None,
-                timer: Timer::Off,
+                sleep: None,
                 exceeded: None,
             }
         }
@@ -380,6 +398,7 @@ pub mod future {
     {
         type Output = Result<T, BoxError>;
 
+        #[inline(always)]
         fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
             let mut this = self.project();
             let Some(inner) = this.inner.as_mut().as_pin_mut() else {
@@ -388,12 +407,16 @@ pub mod future {
             if let Poll::Ready(result) = inner.poll(cx) {
                 return Poll::Ready(result.map_err(Into::into));
             }
-            ready!(this.timer.poll_fire(cx));
+            let Some(sleep) = this.sleep.as_mut().as_pin_mut() else {
+                return Poll::Pending;
+            };
+            ready!(sleep.poll(cx));
             if let Some(c) = this.exceeded.take() {
                 c.increment(1);
             }
             // Abandon the inner call at once.
             this.inner.set(None);
+            this.sleep.set(None);
             Poll::Ready(Err(DeadlineExceeded::new().into()))
         }
     }

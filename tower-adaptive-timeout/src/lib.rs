@@ -75,15 +75,17 @@
 //! ([`AdaptiveTimeoutBuilder::record`]).
 //!
 //! # Cost
-//! Per request: a draw from a per-thread random generator and a few relaxed atomic loads. A
+//! Per request: a step of a per-thread sampling sequence, a few relaxed atomic loads, and a
+//! tokio `Sleep` built inline in the response future (a clone of the runtime handle, as tower's
+//! `Timeout` pays; tokio registers it with the timer only when it is polled). A
 //! sampled attempt (every attempt below `max_samples_per_sec`, 2000 by default; above that one
 //! in 2ⁿ, chosen independently of latency and outcome, see [`TimeoutConfig`]) adds two clock
 //! reads, an `Arc` clone and a histogram record (three relaxed atomic adds), and checks whether
 //! the quantile is due for its refresh (at most once per `refresh`, by one caller). An
 //! unsampled attempt without a deadline reads no clock at the call: its timer starts at the
 //! first poll that finds the response pending (see [`ResponseFuture`](future::ResponseFuture)),
-//! so a response ready on its first poll costs no clock read and no timer registration. The
-//! tokio `Sleep` lives inline in the response future: nothing is boxed.
+//! so a response ready on its first poll costs no clock read and no timer registration.
+//! Nothing is boxed.
 //!
 //! # Metrics
 //! `damper_timeout_current_seconds` (gauge, updated on refresh and backoff),
@@ -118,7 +120,6 @@ pub mod future;
 mod layer;
 pub mod policy;
 mod service;
-mod timer;
 
 pub use crate::config::TimeoutConfig;
 pub use crate::deadline::{DeadlineHeaders, DeadlineLayer};
