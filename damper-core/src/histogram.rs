@@ -39,6 +39,7 @@
 //! assert_eq!(h.count(now), 100);
 //! ```
 
+use crate::clock::Origin;
 use crate::sync::{AtomicU64, Ordering, fence};
 use std::fmt;
 use std::time::Duration;
@@ -218,7 +219,7 @@ impl std::error::Error for InvalidHistogram {}
 
 /// A lock-free latency histogram over a sliding window. See the [module docs](self).
 pub struct LatencyHistogram {
-    origin: Instant,
+    origin: Origin,
     /// Divides by the sub-window length in nanoseconds.
     sub: Divisor,
     /// Divides by the number of sub-windows.
@@ -257,7 +258,7 @@ impl LatencyHistogram {
             });
         }
         Ok(Self {
-            origin: now,
+            origin: Origin::new(now),
             sub: Divisor::new(nanos(sub)),
             ring: Divisor::new(config.sub_windows as u64),
             slots: (0..config.sub_windows).map(|_| Slot::new()).collect(),
@@ -265,8 +266,7 @@ impl LatencyHistogram {
     }
 
     fn epoch(&self, now: Instant) -> u64 {
-        self.sub
-            .div(nanos(now.saturating_duration_since(self.origin)))
+        self.sub.div(self.origin.nanos(now))
     }
 
     /// Records one latency observed at `now`.
@@ -461,7 +461,7 @@ impl Snapshot {
 pub struct QuantileCache {
     q: f64,
     refresh_nanos: u64,
-    origin: Instant,
+    origin: Origin,
     /// Cached nanoseconds; `u64::MAX` = no value.
     value: AtomicU64,
     /// Nanoseconds since `origin` after which to recompute.
@@ -474,7 +474,7 @@ impl QuantileCache {
         Self {
             q,
             refresh_nanos: u64::try_from(refresh.as_nanos()).unwrap_or(u64::MAX).max(1),
-            origin: now,
+            origin: Origin::new(now),
             value: AtomicU64::new(u64::MAX),
             next: AtomicU64::new(0),
         }
@@ -487,8 +487,7 @@ impl QuantileCache {
 
     /// The cached quantile, recomputed from `hist` if the refresh period has passed.
     pub fn get(&self, hist: &LatencyHistogram, now: Instant) -> Option<Duration> {
-        let t = u64::try_from(now.saturating_duration_since(self.origin).as_nanos())
-            .unwrap_or(u64::MAX);
+        let t = self.origin.nanos(now);
         let next = self.next.load(Ordering::Relaxed);
         if t >= next
             && self

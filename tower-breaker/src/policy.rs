@@ -63,6 +63,7 @@ use crate::sync::{AtomicU64, Ordering, fence};
 use crate::window::{Counts, Sample, Window};
 use damper_core::backoff::Backoff;
 use damper_core::classify::{Failure, FailureKind, Outcome};
+use damper_core::clock::Origin;
 use damper_core::pushback::Pushback;
 use damper_core::rng::AtomicRng;
 use std::fmt;
@@ -364,7 +365,7 @@ pub struct Policy {
     consecutive: Padded<AtomicU64>,
     transitions: AtomicU64,
     window: Window,
-    origin: Instant,
+    origin: Origin,
     rng: AtomicRng,
     min_requests: u64,
     failure_rate: f64,
@@ -406,7 +407,7 @@ impl Policy {
             consecutive: Padded(AtomicU64::new(0)),
             transitions: AtomicU64::new(0),
             window: Window::new(config.window, config.stripes),
-            origin,
+            origin: Origin::new(origin),
             rng: AtomicRng::new(seed),
             min_requests: config.min_requests,
             failure_rate: config.failure_rate,
@@ -434,21 +435,21 @@ impl Policy {
 
     #[inline]
     fn nanos_of(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.origin))
+        self.origin.nanos(now)
     }
 
     fn ms(&self, now: Instant) -> u64 {
-        (nanos(now.saturating_duration_since(self.origin)) / 1_000_000).min(NEVER - 1)
+        (self.origin.nanos(now) / 1_000_000).min(NEVER - 1)
     }
 
     /// The payload for "open until `now + d`", rounded up to the next millisecond.
     fn until_ms(&self, now: Instant, d: Duration) -> u64 {
-        let end = nanos(now.saturating_duration_since(self.origin)).saturating_add(nanos(d));
+        let end = self.origin.nanos(now).saturating_add(nanos(d));
         end.div_ceil(1_000_000).min(NEVER - 1)
     }
 
     fn instant_of(&self, ms: u64) -> Instant {
-        self.origin + Duration::from_millis(ms)
+        self.origin.instant() + Duration::from_millis(ms)
     }
 
     /// Whether calls must be timed (a slow-call threshold is set).
@@ -460,7 +461,7 @@ impl Policy {
     /// Marks `permit`'s call as started at `now` (needed to detect slow calls).
     #[inline]
     pub fn stamp(&self, mut permit: Permit, now: Instant) -> Permit {
-        let micros = nanos(now.saturating_duration_since(self.origin)) / 1_000;
+        let micros = self.origin.nanos(now) / 1_000;
         // Past ~4 years of uptime the start no longer fits; such a call is simply not timed.
         let start = if micros < PERMIT_START_MAX {
             micros + 1
@@ -492,15 +493,14 @@ impl Policy {
 
     /// The epoch of `now`.
     pub(crate) fn epoch_of(&self, now: Instant) -> u64 {
-        nanos(now.saturating_duration_since(self.origin)) / nanos(self.window.sub_window()).max(1)
+        self.origin.nanos(now) / nanos(self.window.sub_window()).max(1)
     }
 
     /// Tells the window the time is `now` without recording a call: admissions counted later
     /// with [`Policy::count_admitted`] go to `now`'s sub-window (or a later one).
     #[inline]
     pub fn observe(&self, now: Instant) {
-        self.window
-            .epoch(nanos(now.saturating_duration_since(self.origin)));
+        self.window.epoch(self.origin.nanos(now));
     }
 
     /// The span of calls one clock read may stand for (1/1000 of a sub-window): see
@@ -642,7 +642,7 @@ impl Policy {
         let verdict = verdict(outcome);
         let slow = match self.slow_call {
             Some((limit, _)) if permit.start() != 0 => {
-                let end = nanos(now.saturating_duration_since(self.origin)) / 1_000;
+                let end = self.origin.nanos(now) / 1_000;
                 end.saturating_sub(permit.start() - 1) >= nanos(limit) / 1_000
             }
             _ => false,
@@ -827,7 +827,7 @@ impl Policy {
     /// admission is taken back.
     pub fn on_drop(&self, permit: Permit, stripe: usize) -> Effect {
         if permit.is_probe() {
-            return self.probe_outcome(permit, Verdict::Neutral, false, self.origin);
+            return self.probe_outcome(permit, Verdict::Neutral, false, self.origin.instant());
         }
         let w = self.load();
         if w.state() == State::Closed && w.era() == permit.era() {

@@ -26,6 +26,7 @@
 
 use crate::error::ConfigError;
 use damper_core::budget::TokenBucket;
+use damper_core::clock::Origin;
 use damper_core::histogram::{HistogramConfig, LatencyHistogram, QuantileCache};
 use damper_core::metrics as names;
 use damper_core::{Budget, Deadline};
@@ -258,7 +259,7 @@ pub struct HedgePolicy {
     max_hedges: u32,
     recheck: bool,
     record: bool,
-    origin: Instant,
+    origin: Origin,
     refresh_nanos: u64,
     /// [`WARM`] flag | time (ns since `origin`) of the next sample-count check.
     gate: AtomicU64,
@@ -336,7 +337,7 @@ impl HedgePolicy {
             max_hedges: config.max_hedges,
             recheck: config.recheck,
             record: config.record_latencies,
-            origin: now,
+            origin: Origin::new(now),
             refresh_nanos: nanos(config.refresh).max(1),
             gate: AtomicU64::new(0),
             last_delay: AtomicU64::new(NONE),
@@ -421,7 +422,7 @@ impl HedgePolicy {
         if self.min_samples == 0 {
             return true;
         }
-        let t = nanos(now.saturating_duration_since(self.origin)).min(WARM - 1);
+        let t = self.origin.nanos(now).min(WARM - 1);
         let gate = self.gate.load(Ordering::Relaxed);
         let was = gate & WARM != 0;
         if t < gate & !WARM {
