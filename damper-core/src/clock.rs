@@ -98,8 +98,13 @@ fn raw(i: Instant) -> Option<u64> {
     secs.checked_mul(NANOS_PER_SEC)?.checked_add(sub)
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+/// `d` in nanoseconds, saturating at `u64::MAX` (584 years): the unit the policies keep their
+/// durations in.
+#[inline]
+pub fn nanos(d: Duration) -> u64 {
+    d.as_secs()
+        .saturating_mul(NANOS_PER_SEC)
+        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 impl Origin {

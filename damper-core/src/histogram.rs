@@ -39,7 +39,7 @@
 //! assert_eq!(h.count(now), 100);
 //! ```
 
-use crate::clock::Origin;
+use crate::clock::{Origin, nanos};
 use crate::sync::{AtomicU64, Ordering, fence};
 use std::fmt;
 use std::time::Duration;
@@ -106,13 +106,6 @@ fn bucket_bounds(i: usize) -> (u64, u64) {
 fn bucket_value(i: usize) -> u64 {
     let (lo, width) = bucket_bounds(i);
     lo + width / 2
-}
-
-/// Saturating nanoseconds of `d` in a `u64` (584 years).
-fn nanos(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
 }
 
 /// Division by a constant through a multiplication: a hardware divide costs as much as the
@@ -473,7 +466,7 @@ impl QuantileCache {
     pub fn new(q: f64, refresh: Duration, now: Instant) -> Self {
         Self {
             q,
-            refresh_nanos: u64::try_from(refresh.as_nanos()).unwrap_or(u64::MAX).max(1),
+            refresh_nanos: nanos(refresh).max(1),
             origin: Origin::new(now),
             value: AtomicU64::new(u64::MAX),
             next: AtomicU64::new(0),

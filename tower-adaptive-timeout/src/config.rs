@@ -34,9 +34,10 @@ use std::time::Duration;
 /// Measuring an attempt's latency costs a clock read and a histogram update, and reporting it
 /// costs a reference count. At rates where that matters the quantile does not need every
 /// sample, so above `max_samples_per_sec` the policy learns from one attempt in 2ⁿ, `n` chosen
-/// at each refresh from the observed rate. Which attempts are sampled is drawn from a random
-/// generator of the calling thread, so it is independent of their latency and of their outcome
-/// (a counter would not be: under a periodic mix of requests it could pick one kind): the sampled
+/// at each refresh from the observed rate. Which attempts are sampled follows a golden-ratio
+/// sequence of the calling thread ([`damper_core::rng::thread_keep`]), so it is independent of
+/// their latency and of their outcome (a counter would not be: under a periodic mix of requests
+/// it could pick one kind): the sampled
 /// stream has the same latency distribution and the same proportion of timeouts, and every
 /// rule (quantile, censoring, consecutive-timeout backoff) runs on it unchanged. Every attempt
 /// still gets the timeout, and every timeout is still counted in the metrics.

@@ -30,7 +30,7 @@
 //!   `max_growth ×` its value when the window began. Decreases are immediate.
 //! - **ceiling and floor** bound everything; the request's deadline bounds each attempt.
 //! - **sampling**: above `max_samples_per_sec`, the policy learns from a uniform sample of the
-//!   attempts only: one in 2ⁿ, drawn from a per-thread random generator
+//!   attempts only: one in 2ⁿ, picked by a per-thread golden-ratio sequence
 //!   ([`Attempt::sampled`]). Every rule above then runs on the thinned stream, which has the
 //!   same latency distribution and the same proportion of timeouts; see
 //!   [`TimeoutConfig`](crate::TimeoutConfig#sampling). The refresh is checked by the attempts
@@ -41,7 +41,7 @@
 
 use crate::config::TimeoutConfig;
 use crate::error::ConfigError;
-use damper_core::clock::Origin;
+use damper_core::clock::{Origin, nanos};
 use damper_core::deadline::Deadline;
 use damper_core::histogram::{LatencyHistogram, QuantileCache};
 use std::fmt;
@@ -180,10 +180,6 @@ impl fmt::Debug for AdaptivePolicy {
     }
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
 fn scale(n: u64, by: f64) -> u64 {
     // `as` saturates on overflow.
     (n as f64 * by) as u64
@@ -304,8 +300,8 @@ impl AdaptivePolicy {
     }
 
     /// Whether the next attempt is measured: always below the sampling rate, else one in
-    /// `2^shift`, drawn from the calling thread's generator (so independent of the attempt's
-    /// latency and outcome). Counts the attempts it keeps.
+    /// `2^shift`, picked by the calling thread's sampling sequence (so independent of the
+    /// attempt's latency and outcome). Counts the attempts it keeps.
     #[inline]
     pub(crate) fn draw_sample(&self) -> bool {
         // The shift is at most 40 (see `resample`).

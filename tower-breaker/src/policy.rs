@@ -63,7 +63,7 @@ use crate::sync::{AtomicU64, Ordering, fence};
 use crate::window::{Counts, Sample, Window};
 use damper_core::backoff::Backoff;
 use damper_core::classify::{Failure, FailureKind, Outcome};
-use damper_core::clock::Origin;
+use damper_core::clock::{Origin, nanos};
 use damper_core::pushback::Pushback;
 use damper_core::rng::AtomicRng;
 use std::fmt;
@@ -352,13 +352,6 @@ fn verdict(outcome: &Outcome) -> Verdict {
     }
 }
 
-#[inline]
-fn nanos(d: Duration) -> u64 {
-    d.as_secs()
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::from(d.subsec_nanos()))
-}
-
 /// The breaker's state machine and window. See the [module docs](self).
 pub struct Policy {
     state: Padded<AtomicU64>,
@@ -431,11 +424,6 @@ impl Policy {
             .0
             .compare_exchange(old.0, new.0, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
-    }
-
-    #[inline]
-    fn nanos_of(&self, now: Instant) -> u64 {
-        self.origin.nanos(now)
     }
 
     fn ms(&self, now: Instant) -> u64 {
@@ -553,7 +541,7 @@ impl Policy {
             match w.state() {
                 State::Closed => {
                     let permit = Permit::new(w.era(), false);
-                    let epoch = self.window.epoch(self.nanos_of(now));
+                    let epoch = self.window.epoch(self.origin.nanos(now));
                     self.window.admitted(0, epoch, 1);
                     return (Admission::Admitted(permit), None);
                 }
@@ -726,7 +714,7 @@ impl Policy {
             }
             return Effect::None;
         }
-        let epoch = self.window.epoch(self.nanos_of(now));
+        let epoch = self.window.epoch(self.origin.nanos(now));
         let failure = match verdict {
             Verdict::Neutral => {
                 self.window.retract(stripe, epoch);

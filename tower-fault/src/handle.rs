@@ -2,6 +2,7 @@
 
 use crate::service::Shared;
 use crate::spec::{ConfigError, FaultSpec, Latency};
+use damper_core::clock::nanos;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering, fence};
 use std::time::Duration;
@@ -17,10 +18,6 @@ const WORDS: usize = 6;
 pub(crate) struct SpecCell {
     seq: AtomicU64,
     words: [AtomicU64; WORDS],
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn encode(spec: Option<&FaultSpec>) -> [u64; WORDS] {

@@ -95,6 +95,7 @@ use crate::error::ConfigError;
 use crate::sync::{AtomicBool, AtomicU64, Ordering};
 use damper_core::Budget;
 use damper_core::budget::TokenBucket;
+use damper_core::clock::Origin;
 use governor::clock::Clock;
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -116,10 +117,6 @@ pub const DEFAULT_MIN_PER_SEC: f64 = 10.0;
 /// its period (`1 / min_per_sec`) would not fit a `Duration` below about 5.4e-20.
 const MIN_FLOOR_PER_SEC: f64 = 1.0 / 86_400.0;
 
-fn nanos_since(base: Instant, now: Instant) -> u64 {
-    u64::try_from(now.saturating_duration_since(base).as_nanos()).unwrap_or(u64::MAX)
-}
-
 /// A governor clock that reads time from the tokio `Instant`s the budget's callers pass in.
 ///
 /// Each call *observes* its `now` (a `fetch_max`, so the clock never runs backwards even when
@@ -127,20 +124,20 @@ fn nanos_since(base: Instant, now: Instant) -> u64 {
 /// caller's: tokio's paused clock, `tokio::time::advance`, or an instant made up in a test.
 #[derive(Debug)]
 pub(crate) struct TokioClock {
-    base: Instant,
+    base: Origin,
     latest: std::sync::atomic::AtomicU64,
 }
 
 impl TokioClock {
     fn new(base: Instant) -> Self {
         Self {
-            base,
+            base: Origin::new(base),
             latest: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     fn observe(&self, now: Instant) {
-        let ns = nanos_since(self.base, now);
+        let ns = self.base.nanos(now);
         // A load first: when time has not moved, concurrent callers only read the line.
         if ns > self.latest.load(std::sync::atomic::Ordering::Relaxed) {
             self.latest
@@ -217,7 +214,7 @@ pub struct RetryBudget {
     bucket: TokenBucket,
     floor: Option<Floor>,
     decay: Option<Decay>,
-    base: Instant,
+    base: Origin,
     published: AtomicU64,
     exhausted: AtomicBool,
     gauge: metrics::Gauge,
@@ -373,7 +370,7 @@ impl RetryBudget {
             bucket,
             floor,
             decay,
-            base: now,
+            base: Origin::new(now),
             published: AtomicU64::new(whole as u64),
             exhausted: AtomicBool::new(false),
             gauge,
@@ -410,7 +407,7 @@ impl RetryBudget {
     }
 
     fn decay_slow(&self, d: &Decay, now: Instant) {
-        let now_ns = nanos_since(self.base, now);
+        let now_ns = self.base.nanos(now);
         let last = d.last.load(Ordering::Relaxed);
         if now_ns < last.saturating_add(d.tick_ns) {
             return;

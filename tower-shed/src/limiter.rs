@@ -23,6 +23,7 @@
 use crate::codel::CoDel;
 use crate::limit::{Limit, Sample};
 use crate::shards::Shards;
+use damper_core::clock::Origin;
 use damper_core::deadline::Deadline;
 use damper_core::error::Overloaded;
 use damper_core::metrics as names;
@@ -157,7 +158,7 @@ pub(crate) struct Limiter {
     min_rtt_ns: AtomicU64,
     retry_after: (Duration, Duration),
     claim_ttl: Duration,
-    epoch: Instant,
+    epoch: Origin,
     pub(crate) queue: Option<Queue>,
     /// Sharded admission (reject mode without partitions), else the single `word`.
     shards: Option<Shards>,
@@ -254,7 +255,7 @@ impl Limiter {
             min_rtt_ns: AtomicU64::new(0),
             retry_after: cfg.retry_after,
             claim_ttl: cfg.claim_ttl,
-            epoch: now,
+            epoch: Origin::new(now),
             queue: cfg.queue.map(|q| Queue {
                 len: AtomicUsize::new(0),
                 capacity: q.capacity,
@@ -327,13 +328,19 @@ impl Limiter {
 
     /// `now` in ns since the limiter was built, plus one (so that 0 can mean "none").
     pub(crate) fn nanos(&self, now: Instant) -> u64 {
-        now.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
+        self.epoch.nanos(now).saturating_add(1)
     }
 
-    /// One request in `sample_every × 2^shift` is measured: this mask picks them.
+    /// One request in this many is measured: `sample_every × 2^shift`.
+    #[inline]
+    fn sample_interval(&self) -> u64 {
+        u64::from(self.sample_every) << self.sample_shift.load(Ordering::Relaxed)
+    }
+
+    /// Picks the measured requests: one in [`sample_interval`](Self::sample_interval).
     #[inline]
     fn sample_mask(&self) -> u64 {
-        (u64::from(self.sample_every) << self.sample_shift.load(Ordering::Relaxed)) - 1
+        self.sample_interval() - 1
     }
 
     /// Tries to admit a request of partition `p`. Lock-free.
@@ -445,8 +452,7 @@ impl Limiter {
         let now = Instant::now();
         let sample = if start != 0 {
             let rtt = Duration::from_nanos(self.nanos(now).saturating_sub(start));
-            let weight = (u64::from(self.sample_every) << self.sample_shift.load(Ordering::Relaxed))
-                .min(u64::from(u32::MAX)) as u32;
+            let weight = self.sample_interval().min(u64::from(u32::MAX)) as u32;
             Sample::new(rtt, in_flight, dropped).with_weight(weight)
         } else if dropped {
             let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
