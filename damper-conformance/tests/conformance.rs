@@ -20,6 +20,7 @@ fn breaker_config() -> BreakerConfig {
     BreakerConfig::builder()
         .min_requests(4)
         .failure_rate(0.5)
+        .trickle(0.0)
         .open_min(Duration::from_secs(1))
         .open_max(Duration::from_secs(1))
         .open_jitter(0.0)
@@ -308,16 +309,20 @@ async fn a_dropped_probe_frees_its_slot() {
     let mut probe = tokio_test::task::spawn(svc.call(1));
     assert_pending!(probe.poll());
     let _req = mock.next_request().await.unwrap();
-    assert_eq!(handle.state(), State::HalfOpen);
+    // The spaced probe goes through; the breaker stays open until one succeeds.
+    assert_eq!(handle.state(), State::Open);
 
-    // While the probe runs, everything else is rejected at once.
+    // Until the next spaced probe, everything else is rejected at once.
     assert_ready!(svc.poll_ready()).unwrap();
     let err = svc.call(2).await.unwrap_err();
     assert!(err.is::<CircuitOpen>(), "{err}");
 
-    // A dropped probe counts as neither success nor failure and frees its slot.
+    // A dropped probe counts as neither success nor failure: no growth, the next spaced
+    // probe a spacing later.
     drop(probe);
-    assert_eq!(handle.state(), State::HalfOpen);
+    assert_eq!(handle.state(), State::Open);
+    assert_eq!(handle.snapshot().level, 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_ready!(svc.poll_ready()).unwrap();
     let mut probe = tokio_test::task::spawn(svc.call(3));
     assert_pending!(probe.poll());
@@ -333,6 +338,7 @@ async fn gate_mode_releases_a_reserved_probe_when_the_service_is_dropped() {
     let config = BreakerConfig::builder()
         .mode(Mode::Gate)
         .min_requests(4)
+        .patience(Duration::ZERO)
         .open_min(Duration::from_secs(1))
         .open_max(Duration::from_secs(1))
         .open_jitter(0.0)

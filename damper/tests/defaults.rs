@@ -43,15 +43,31 @@ async fn a_dependency_that_goes_down_after_a_healthy_window_trips_within_the_run
     let mut svc = ServiceBuilder::new()
         .layer(layer)
         .service(backend(calls.clone(), |k| k >= 2_000));
+    let breaker = handles.breaker().unwrap().clone();
     for i in 0..2_200u32 {
         let _ = svc.ready().await.unwrap().call(i).await;
         tokio::time::advance(Duration::from_millis(5)).await;
+        if breaker.state() == State::Open {
+            break;
+        }
     }
     // The failure rate alone would need about as many failures as the window holds successes;
-    // the run of consecutive failures trips the breaker at the 20th.
+    // the run of consecutive failures trips the breaker once it has lasted the breaker's
+    // patience (1 s): one call every 10 ms, so the 101st failure, 1 s after the first.
     let failed = calls.load(Ordering::Relaxed) - 2_000;
-    assert_eq!(failed, damper::config::DEFAULT_CONSECUTIVE_FAILURES);
+    assert_eq!(failed, 101);
     assert_eq!(handles.breaker().unwrap().state(), State::Open);
+    // While open, only the trickle (one call in 20) and the spaced probes reach it.
+    let before = calls.load(Ordering::Relaxed);
+    for i in 0..1_000u32 {
+        let _ = svc.ready().await.unwrap().call(i).await;
+        tokio::time::advance(Duration::from_millis(5)).await;
+    }
+    let sent = calls.load(Ordering::Relaxed) - before;
+    assert!(
+        sent <= 1_000 / 20 + 20,
+        "{sent} of 1,000 calls reached a dead dependency"
+    );
 }
 
 /// Every failure is the server shedding with pushback (a 503 with `Retry-After`).

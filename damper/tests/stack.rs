@@ -148,9 +148,14 @@ async fn the_deadline_bounds_all_attempts() {
 async fn services_built_from_one_layer_share_one_breaker() {
     let backend = Backend::default();
     backend.failing.store(true, Ordering::Relaxed);
+    // Trip on the first run of 20, and let nothing trickle through while open.
     let layer = ClientStack::new()
         .retries(false)
         .hedging(false)
+        .configure(|c| {
+            c.breaker.patience = Some(Duration::ZERO);
+            c.breaker.trickle = Some(0.0);
+        })
         .build()
         .unwrap();
     let mut a = ServiceBuilder::new()

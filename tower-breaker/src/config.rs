@@ -61,27 +61,37 @@ impl std::error::Error for ConfigError {}
 /// |---|---|
 /// | `window` | 10 s, in 10 sub-windows |
 /// | `min_requests` | 20 calls in the window |
-/// | `failure_rate` | 0.5 |
+/// | `failure_rate` | 1.0 (every call in the window failed) |
+/// | `load_failure_rate` | 0.5 (timeouts and overload answers) |
 /// | `slow_call` | off |
 /// | `consecutive_failures` | off |
-/// | `open_min` / `open_max` / `open_multiplier` | 5 s / 300 s / ×2 |
-/// | `open_jitter` | 0.2 (each open period is drawn from `[0.8·d, d]`) |
-/// | `healthy_period` | 60 s |
-/// | `probes` | 1 |
+/// | `open_min` / `open_max` / `open_multiplier` | 500 ms / 30 s / ×2 |
+/// | `open_jitter` | 0.2 (each probe spacing is drawn from `[0.8·d, d]`) |
+/// | `healthy_period` | 0 (growth is forgotten as soon as the breaker closes) |
+/// | `patience` | 1 s |
+/// | `trickle` | 0.05 (one call in 20 goes through while open) |
+/// | `probes` | 5 |
 /// | `mode` | [`Mode::FailFast`] |
+/// | `abandoned_fails` | on in [`Mode::Gate`], off in [`Mode::FailFast`] |
+/// | `max_ejected` | 0.5 (keyed breakers only) |
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerConfig {
     pub(crate) name: Cow<'static, str>,
     pub(crate) window: Duration,
     pub(crate) min_requests: u64,
     pub(crate) failure_rate: f64,
+    pub(crate) load_failure_rate: f64,
     pub(crate) slow_call: Option<(Duration, f64)>,
     pub(crate) consecutive_failures: Option<u64>,
     pub(crate) open: Backoff,
     pub(crate) open_jitter: f64,
     pub(crate) healthy_period: Duration,
+    pub(crate) patience: Duration,
     pub(crate) probes: u32,
+    pub(crate) trickle: f64,
     pub(crate) mode: Mode,
+    pub(crate) abandoned_fails: Option<bool>,
+    pub(crate) max_ejected: f64,
     pub(crate) seed: Option<u64>,
     pub(crate) stripes: usize,
 }
@@ -92,25 +102,33 @@ impl Default for BreakerConfig {
             name: Cow::Borrowed("breaker"),
             window: Duration::from_secs(10),
             min_requests: 20,
-            failure_rate: 0.5,
+            failure_rate: 1.0,
+            load_failure_rate: 0.5,
             slow_call: None,
             consecutive_failures: None,
             open: Backoff::builder()
-                .min(Duration::from_secs(5))
-                .max(Duration::from_secs(300))
+                .min(DEFAULT_OPEN_MIN)
+                .max(DEFAULT_OPEN_MAX)
                 .multiplier(2.0)
                 .jitter(Jitter::None)
                 .build()
                 .unwrap_or_default(),
             open_jitter: 0.2,
-            healthy_period: Duration::from_secs(60),
-            probes: 1,
+            healthy_period: Duration::ZERO,
+            patience: Duration::from_secs(1),
+            probes: 5,
+            trickle: 0.05,
             mode: Mode::FailFast,
+            abandoned_fails: None,
+            max_ejected: 0.5,
             seed: None,
             stripes: default_stripes(),
         }
     }
 }
+
+const DEFAULT_OPEN_MIN: Duration = Duration::from_millis(500);
+const DEFAULT_OPEN_MAX: Duration = Duration::from_secs(30);
 
 /// One stripe per core, a power of two, at most 16.
 fn default_stripes() -> usize {
@@ -141,8 +159,8 @@ impl BreakerConfig {
     pub fn builder() -> BreakerConfigBuilder {
         BreakerConfigBuilder {
             config: Self::default(),
-            open_min: Duration::from_secs(5),
-            open_max: Duration::from_secs(300),
+            open_min: DEFAULT_OPEN_MIN,
+            open_max: DEFAULT_OPEN_MAX,
             open_multiplier: 2.0,
         }
     }
@@ -167,9 +185,25 @@ impl BreakerConfig {
         self.min_requests
     }
 
-    /// Calls admitted while half-open.
+    /// How long a run of fast errors must last before it trips the breaker.
+    pub fn patience(&self) -> Duration {
+        self.patience
+    }
+
+    /// Probe successes that close a half-open breaker.
     pub fn probes(&self) -> u32 {
         self.probes
+    }
+
+    /// The share of calls let through while open.
+    pub fn trickle(&self) -> f64 {
+        self.trickle
+    }
+
+    /// Whether a call whose response future is dropped before it completes counts as a failed
+    /// (timed-out) call.
+    pub fn abandoned_fails(&self) -> bool {
+        self.abandoned_fails.unwrap_or(self.mode == Mode::Gate)
     }
 
     /// The un-jittered open period of the `n`-th consecutive opening (1 for the first).
@@ -208,10 +242,49 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// The failure rate (failures / calls in the window) that trips the breaker. Default 0.5; in
+    /// The share of failures of any kind (failures / calls in the window) that trips the
+    /// breaker. Default 1.0: only a window in which every call failed trips it this way. In
     /// `(0, 1]`.
+    ///
+    /// # Why not 0.5
+    /// Refusing a call that would have succeeded loses it. When failures do not depend on
+    /// load (a bug that fails half the requests, a bad shard), refusing calls saves the
+    /// dependency nothing and loses every success among them: a breaker that trips at 50%
+    /// independent errors turns a partial failure into a complete one. Partial failure is left
+    /// to the retry budget; the breaker trips on near-total failure (this rate, and
+    /// [`consecutive_failures`](Self::consecutive_failures)) or on evidence that load hurts
+    /// ([`load_failure_rate`](Self::load_failure_rate), [`slow_call`](Self::slow_call)).
     pub fn failure_rate(mut self, rate: f64) -> Self {
         self.config.failure_rate = rate;
+        self
+    }
+
+    /// The share of *load* failures (timeouts, and overload answers such as 429, 503 or
+    /// `RESOURCE_EXHAUSTED`) among the calls in the window that trips the breaker. These say
+    /// that sending less may help. Default 0.5; in `(0, 1]`.
+    pub fn load_failure_rate(mut self, rate: f64) -> Self {
+        self.config.load_failure_rate = rate;
+        self
+    }
+
+    /// The share of calls let through while open (besides one probe per probe spacing), so
+    /// that healing shows within a few calls at any rate. Default 0.05; in `[0, 0.5]`; 0 lets
+    /// only the spaced probes through. Gate mode sends only the spaced probes: a balancer
+    /// routes calls elsewhere meanwhile.
+    pub fn trickle(mut self, share: f64) -> Self {
+        self.config.trickle = share;
+        self
+    }
+
+    /// Whether a call whose response future is dropped before completing (a caller's timeout
+    /// above, a losing hedge) counts as a failed, timed-out call. On by default in
+    /// [`Mode::Gate`], where the timeout that abandons a hung endpoint's calls sits above the
+    /// balancer and the endpoint's breaker would otherwise never see the hang; off by default
+    /// in [`Mode::FailFast`], where the adaptive timeout sits below the breaker and reports
+    /// timeouts itself. A permit reserved by `poll_ready` and never used counts as nothing
+    /// either way.
+    pub fn abandoned_fails(mut self, on: bool) -> Self {
+        self.config.abandoned_fails = Some(on);
         self
     }
 
@@ -222,26 +295,36 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// Also trips after `n` failures in a row, however few calls the window holds. Off by
-    /// default; at least 1.
+    /// Also trips after a run of at least `n` failures in a row, however few calls the window
+    /// holds. Off by default; at least 1.
+    ///
+    /// The run needed grows when the window shows the dependency failing often anyway: it is
+    /// `max(n, 10 / s)` where `s` is the window's success share, so a dependency that
+    /// succeeds one call in ten needs 100 failures in a row (a chance of about 3·10⁻⁶ per call)
+    /// and noise alone practically never trips it, while a healthy one that stops answering
+    /// trips after `n`.
     pub fn consecutive_failures(mut self, n: u64) -> Self {
         self.config.consecutive_failures = Some(n);
         self
     }
 
-    /// The first open period. Default 5 s.
+    /// The first probe spacing: while open, one call is let through this long after the trip,
+    /// then again every spacing (besides the [`trickle`](Self::trickle)). Default 500 ms.
     pub fn open_min(mut self, d: Duration) -> Self {
         self.open_min = d;
         self
     }
 
-    /// The longest open period, pushback included. Default 300 s.
+    /// The longest probe spacing, pushback included. Default 30 s.
     pub fn open_max(mut self, d: Duration) -> Self {
         self.open_max = d;
         self
     }
 
-    /// Growth of the open period per consecutive reopening. Default 2; in `[1, 1000]`.
+    /// Growth of the probe spacing per failed probe that says the dependency is still sick (a
+    /// timeout, an overload answer, a slow or abandoned call). Fast errors do not grow it: they
+    /// cost the dependency little, and growth would only delay noticing that it healed.
+    /// Default 2; in `[1, 1000]`.
     pub fn open_multiplier(mut self, m: f64) -> Self {
         self.open_multiplier = m;
         self
@@ -254,17 +337,46 @@ impl BreakerConfigBuilder {
         self
     }
 
-    /// How long the breaker must stay closed before its open period falls back to `open_min`.
-    /// Default 60 s.
+    /// How long the breaker must stay closed before its probe spacing falls back to
+    /// `open_min`. Default 0: closing (which takes `probes` successes) is itself the evidence
+    /// that the dependency healed, and the growth is forgotten at once.
     pub fn healthy_period(mut self, d: Duration) -> Self {
         self.config.healthy_period = d;
         self
     }
 
-    /// Calls admitted while half-open; that many successes close the breaker. Default 1; in
-    /// `[1, 1000]`.
+    /// How long a run of fast errors (failures that are not timeouts or overload answers) must
+    /// last before it trips the breaker, by `consecutive_failures` or by a `failure_rate` of
+    /// 1. Default 1 s; 0 trips as soon as the evidence is in.
+    ///
+    /// # Why wait
+    /// Refusing fast errors saves the dependency little, and every trip costs a probe's round
+    /// trip, and a short ramp, when the dependency heals. Against a dependency that fails for
+    /// half a second every second, tripping each time loses more goodput than it saves load;
+    /// after a second of near-total failure the saving is worth it (an outage's extra load
+    /// stays near the trickle's 5%). Load failures (timeouts, overload answers) trip at once:
+    /// there sending more is what hurts.
+    pub fn patience(mut self, d: Duration) -> Self {
+        self.config.patience = d;
+        self
+    }
+
+    /// Probe successes that close the breaker. The first successful probe turns an open
+    /// breaker half-open; half-open, it admits up to `2^successes` calls at once (a slow
+    /// start), so a dependency that is only partly back is not flooded, and `n` successes close
+    /// it. Default 5; in `[1, 1000]`.
     pub fn probes(mut self, n: u32) -> Self {
         self.config.probes = n;
+        self
+    }
+
+    /// The share of a [`KeyedBreakerLayer`](crate::KeyedBreakerLayer)'s breakers that may be
+    /// not closed at once before the gates of all of them fail open, so that gating never
+    /// empties a balancer's pool (Envoy's panic threshold). Default 0.5; in `[0, 1]`. With 1,
+    /// gates never fail open; with 0, any gated endpoint fails open (gating is off). Only
+    /// gate-mode breakers of a keyed registry are affected.
+    pub fn max_ejected(mut self, share: f64) -> Self {
+        self.config.max_ejected = share;
         self
     }
 
@@ -303,6 +415,15 @@ impl BreakerConfigBuilder {
         }
         if !(c.failure_rate > 0.0 && c.failure_rate <= 1.0) {
             return Err(ConfigError::new("failure_rate", "must be in (0, 1]"));
+        }
+        if !(c.load_failure_rate > 0.0 && c.load_failure_rate <= 1.0) {
+            return Err(ConfigError::new("load_failure_rate", "must be in (0, 1]"));
+        }
+        if !(0.0..=1.0).contains(&c.max_ejected) {
+            return Err(ConfigError::new("max_ejected", "must be in [0, 1]"));
+        }
+        if !(0.0..=0.5).contains(&c.trickle) {
+            return Err(ConfigError::new("trickle", "must be in [0, 0.5]"));
         }
         if let Some((d, rate)) = c.slow_call {
             if d.is_zero() {
@@ -375,6 +496,14 @@ pub struct BreakerSettings {
     pub min_requests: Option<u64>,
     /// See [`BreakerConfigBuilder::failure_rate`].
     pub failure_rate: Option<f64>,
+    /// See [`BreakerConfigBuilder::load_failure_rate`].
+    pub load_failure_rate: Option<f64>,
+    /// See [`BreakerConfigBuilder::trickle`].
+    pub trickle: Option<f64>,
+    /// See [`BreakerConfigBuilder::abandoned_fails`].
+    pub abandoned_fails: Option<bool>,
+    /// See [`BreakerConfigBuilder::max_ejected`].
+    pub max_ejected: Option<f64>,
     /// See [`BreakerConfigBuilder::slow_call`]; needs `slow_call_rate` too.
     pub slow_call_ms: Option<u64>,
     /// See [`BreakerConfigBuilder::slow_call`]; needs `slow_call_ms` too.
@@ -391,6 +520,8 @@ pub struct BreakerSettings {
     pub open_jitter: Option<f64>,
     /// See [`BreakerConfigBuilder::healthy_period`].
     pub healthy_period_ms: Option<u64>,
+    /// See [`BreakerConfigBuilder::patience`].
+    pub patience_ms: Option<u64>,
     /// See [`BreakerConfigBuilder::probes`].
     pub probes: Option<u32>,
     /// See [`BreakerConfigBuilder::mode`].
@@ -419,6 +550,18 @@ impl BreakerSettings {
         if let Some(v) = self.failure_rate {
             b = b.failure_rate(v);
         }
+        if let Some(v) = self.load_failure_rate {
+            b = b.load_failure_rate(v);
+        }
+        if let Some(v) = self.trickle {
+            b = b.trickle(v);
+        }
+        if let Some(v) = self.abandoned_fails {
+            b = b.abandoned_fails(v);
+        }
+        if let Some(v) = self.max_ejected {
+            b = b.max_ejected(v);
+        }
         match (self.slow_call_ms, self.slow_call_rate) {
             (Some(d), Some(rate)) => b = b.slow_call(ms(d), rate),
             (None, None) => {}
@@ -446,6 +589,9 @@ impl BreakerSettings {
         }
         if let Some(v) = self.healthy_period_ms {
             b = b.healthy_period(ms(v));
+        }
+        if let Some(v) = self.patience_ms {
+            b = b.patience(ms(v));
         }
         if let Some(v) = self.probes {
             b = b.probes(v);
@@ -492,11 +638,21 @@ mod tests {
     fn defaults_are_valid() {
         let c = BreakerConfig::builder().build().unwrap();
         assert_eq!(c.min_requests(), 20);
-        assert_eq!(c.probes(), 1);
-        assert_eq!(c.open_ceiling(1), Duration::from_secs(5));
-        assert_eq!(c.open_ceiling(2), Duration::from_secs(10));
-        assert_eq!(c.open_ceiling(30), Duration::from_secs(300));
+        assert_eq!(c.probes(), 5);
+        assert_eq!(c.trickle(), 0.05);
+        assert_eq!(c.open_ceiling(1), Duration::from_millis(500));
+        assert_eq!(c.open_ceiling(2), Duration::from_secs(1));
+        assert_eq!(c.open_ceiling(30), Duration::from_secs(30));
         assert_eq!(c.mode(), Mode::FailFast);
+        assert!(!c.abandoned_fails());
+        let gate = BreakerConfig::builder().mode(Mode::Gate).build().unwrap();
+        assert!(gate.abandoned_fails());
+        let off = BreakerConfig::builder()
+            .mode(Mode::Gate)
+            .abandoned_fails(false)
+            .build()
+            .unwrap();
+        assert!(!off.abandoned_fails());
     }
 
     #[test]
@@ -508,6 +664,13 @@ mod tests {
             (b().failure_rate(0.0), "failure_rate"),
             (b().failure_rate(f64::NAN), "failure_rate"),
             (b().failure_rate(1.5), "failure_rate"),
+            (b().load_failure_rate(0.0), "load_failure_rate"),
+            (b().load_failure_rate(f64::NAN), "load_failure_rate"),
+            (b().trickle(0.6), "trickle"),
+            (b().max_ejected(1.1), "max_ejected"),
+            (b().max_ejected(f64::NAN), "max_ejected"),
+            (b().trickle(-0.1), "trickle"),
+            (b().trickle(f64::NAN), "trickle"),
             (b().slow_call(Duration::ZERO, 0.5), "slow_call"),
             (b().slow_call(Duration::from_secs(1), 2.0), "slow_call"),
             (b().consecutive_failures(0), "consecutive_failures"),

@@ -2,7 +2,7 @@
 
 use crate::policy::Permit;
 use crate::shared::{Shared, stripe};
-use damper_core::classify::Classify;
+use damper_core::classify::{Classify, Failure, FailureKind, Outcome};
 use damper_core::error::{BoxError, CircuitOpen};
 use pin_project_lite::pin_project;
 use std::fmt;
@@ -24,9 +24,13 @@ pub(crate) struct Local<C> {
     pub(crate) classifier: C,
 }
 
+/// How an abandoned call counts when the breaker's `abandoned_fails` is on: as a timeout.
+const ABANDONED: Outcome = Outcome::Failure(Failure::retryable(FailureKind::Timeout));
+
 /// A permit on its way back to the policy. Dropping it unreported (the response future or a
 /// service holding a reservation was dropped) counts as neither success nor failure and frees a
-/// probe slot.
+/// probe slot — except that a call that was made counts as a timeout when the breaker's
+/// `abandoned_fails` is on.
 pub(crate) struct Guard<C> {
     local: Arc<Local<C>>,
     /// `None` once reported.
@@ -41,13 +45,15 @@ impl<C> Guard<C> {
         }
     }
 
-    /// Stamps the start time if the policy detects slow calls.
+    /// Marks the call as made, stamping the start time if the policy detects slow calls.
     #[inline]
     pub(crate) fn start(mut self) -> Self {
         let policy = &self.local.shared.policy;
-        if policy.times_calls() {
-            self.permit = self.permit.map(|p| policy.stamp(p, Instant::now()));
-        }
+        self.permit = if policy.times_calls() {
+            self.permit.map(|p| policy.stamp(p, Instant::now()))
+        } else {
+            self.permit.map(Permit::called)
+        };
         self
     }
 
@@ -75,7 +81,13 @@ impl<C> Drop for Guard<C> {
     fn drop(&mut self) {
         if let Some(permit) = self.permit.take() {
             let shared = &self.local.shared;
-            shared.apply(shared.policy.on_drop(permit, stripe()));
+            let policy = &shared.policy;
+            let effect = if permit.was_called() && policy.abandoned_fails() {
+                policy.on_outcome(permit, &ABANDONED, Instant::now(), stripe())
+            } else {
+                policy.on_drop(permit, stripe())
+            };
+            shared.apply(effect);
         }
     }
 }

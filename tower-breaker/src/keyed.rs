@@ -12,6 +12,13 @@
 //!   endpoint). A replaced or reconnected endpoint with the same key finds its breaker's state
 //!   again.
 //!
+//! # Failing open
+//! Gating every endpoint would leave a balancer nothing to route to, and an endpoint a
+//! breaker gates gets no traffic but its probes. So the breakers of one registry form a pool:
+//! while more than `max_ejected` of its live breakers (half, by default) are not closed, the
+//! gates of all of them let calls through (Envoy's panic threshold). Such calls count for
+//! nothing; the spaced probes still decide when each breaker closes. A pool of one never gates.
+//!
 //! # Bounded memory
 //! Keys may be chosen by whoever sends requests, so the registry holds at most `max_keys`
 //! breakers. A new key arriving at a full registry evicts, in order of preference: a closed
@@ -37,7 +44,7 @@ use crate::handle::BreakerHandle;
 use crate::layer::BreakerLayer;
 use crate::policy::State;
 use crate::service::{Sampler, dispatch};
-use crate::shared::{Metrics, Shared};
+use crate::shared::{Metrics, Pool, Shared};
 use damper_core::classify::{Classify, ResultClassifier};
 use damper_core::error::BoxError;
 use std::collections::HashMap;
@@ -65,6 +72,8 @@ struct Registry<K> {
     /// Set by the layer's builder methods; read on cache misses only.
     max_keys: AtomicUsize,
     idle_nanos: AtomicU64,
+    /// The live breakers, for failing open before gating empties the pool.
+    pool: Arc<Pool>,
 }
 
 impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
@@ -78,12 +87,15 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
             self.evict_one(&mut map, now);
         }
         let label = format!("{key:?}");
-        let shared = Arc::new(Shared::with_metrics(
-            &self.config.for_key(&label),
-            self.origin,
-            self.metrics.clone(),
-            Some(label),
-        ));
+        let shared = Arc::new(
+            Shared::with_metrics(
+                &self.config.for_key(&label),
+                self.origin,
+                self.metrics.clone(),
+                Some(label),
+            )
+            .join(&self.pool),
+        );
         map.insert(key.clone(), shared.clone());
         shared
     }
@@ -109,6 +121,7 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
         if let Some(k) = victim {
             if let Some(s) = map.remove(&k) {
                 s.evicted.store(true, Ordering::Relaxed);
+                s.leave_pool();
             }
         }
     }
@@ -173,11 +186,12 @@ impl<K, E> KeyedBreakerLayer<K, E> {
         Self {
             registry: Arc::new(Registry {
                 map: RegistryLock::new(HashMap::new()),
-                config,
                 metrics,
                 origin: Instant::now(),
                 max_keys: AtomicUsize::new(DEFAULT_MAX_KEYS),
                 idle_nanos: AtomicU64::new(DEFAULT_IDLE_TIMEOUT.as_nanos() as u64),
+                pool: Arc::new(Pool::new(config.max_ejected)),
+                config,
             }),
             extractor,
             classifier: ResultClassifier::new(),

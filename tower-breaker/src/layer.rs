@@ -11,7 +11,7 @@ use tower_layer::Layer;
 #[derive(Debug, Clone)]
 enum Source {
     /// Each `layer` call builds a new breaker.
-    New(BreakerConfig),
+    New(Box<BreakerConfig>),
     /// Every service shares this breaker.
     Shared(Arc<Shared>),
 }
@@ -34,7 +34,7 @@ impl BreakerLayer {
     /// [`ResultClassifier`] and without fallback.
     pub fn new(config: BreakerConfig) -> Self {
         Self {
-            source: Source::New(config),
+            source: Source::New(Box::new(config)),
             classifier: ResultClassifier::new(),
             fallback: (),
         }

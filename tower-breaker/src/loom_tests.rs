@@ -14,10 +14,12 @@ use tokio::time::Instant;
 
 const OK: Sample = Sample {
     failure: false,
+    load: false,
     slow: false,
 };
 const FAIL: Sample = Sample {
     failure: true,
+    load: false,
     slow: false,
 };
 
@@ -29,8 +31,10 @@ fn fail() -> Outcome {
 /// period.
 fn tripped(probes: u32, t0: Instant) -> (Arc<Policy>, Instant) {
     let config = BreakerConfig::builder()
+        .patience(Duration::ZERO)
         .consecutive_failures(1)
         .probes(probes)
+        .trickle(0.0)
         .open_jitter(0.0)
         .stripes(1)
         .build()
@@ -112,10 +116,10 @@ fn loom_shared_stripe_loses_nothing() {
     });
 }
 
-/// Two callers race for the only probe slot when the open period ends: exactly one wins, and
-/// the transition to half-open is counted once.
+/// Two callers race for the spaced probe when it falls due: exactly one wins, and the breaker
+/// stays open (a probe's success, not its admission, changes the state).
 #[test]
-fn loom_one_probe_admitted() {
+fn loom_one_spaced_probe_admitted() {
     loom::model(|| {
         let (p, later) = tripped(1, Instant::now());
         let racers: Vec<_> = (0..2)
@@ -125,9 +129,20 @@ fn loom_one_probe_admitted() {
             })
             .collect();
         assert_eq!(yes(racers), 1);
-        assert_eq!(p.state(), State::HalfOpen);
-        assert_eq!(p.transitions(), 2);
+        assert_eq!(p.state(), State::Open);
+        assert_eq!(p.transitions(), 1);
     });
+}
+
+/// Turns a [`tripped`] policy half-open with one success (two slots).
+fn half_open(p: &Policy, later: Instant) {
+    let Admission::Admitted(probe) = p.admit(later).0 else {
+        panic!("spaced probe")
+    };
+    assert!(matches!(
+        p.on_outcome(probe, &Outcome::Success, later, 0),
+        Effect::Transition(t) if t.to == State::HalfOpen
+    ));
 }
 
 /// Two failures cross the threshold at once: the breaker trips exactly once.
@@ -136,6 +151,7 @@ fn loom_concurrent_failures_trip_once() {
     loom::model(|| {
         let t0 = Instant::now();
         let config = BreakerConfig::builder()
+            .patience(Duration::ZERO)
             .min_requests(2)
             .failure_rate(0.5)
             .stripes(2)
@@ -165,7 +181,8 @@ fn loom_concurrent_failures_trip_once() {
 #[test]
 fn loom_probe_failure_races_a_dropped_probe() {
     loom::model(|| {
-        let (p, later) = tripped(2, Instant::now());
+        let (p, later) = tripped(3, Instant::now());
+        half_open(&p, later);
         let Admission::Admitted(a) = p.admit(later).0 else {
             panic!("first probe")
         };

@@ -7,12 +7,36 @@
 //!
 //! # States
 //! ```text
-//!            trip (rate / slow rate / consecutive)
-//!   Closed ───────────────────────────────────────▶ Open ◀─────────────┐
-//!     ▲                                              │ open period     │ any probe fails
-//!     │ `probes` probe successes                     ▼ elapsed         │ (level + 1)
-//!     └──────────────────────────────────────── HalfOpen ──────────────┘
+//!            trip (near-total failure / load failure rate / slow rate)
+//!   Closed ──────────────────────────────────────────────▶ Open ◀───────────────┐
+//!     ▲                                 a trickle of probes │ ▲ a probe fails    │ a probe is
+//!     │ `probes` probe successes          (spaced + a share)│ └─(spacing grows   │ sick, or
+//!     │                                                     │    only if sick)   │ failures
+//!     │                                  a probe succeeds   ▼                    │ outnumber
+//!     └─────────────────────────────────────────────── HalfOpen ────────────────┘ successes
+//!                                        (slow start: 2^successes in flight)
 //! ```
+//!
+//! # Why a trickle and a ramp
+//! A breaker that refuses a call the dependency could have served loses it. The classic
+//! breaker (one probe per open period, an open period that doubles) loses most of a flapping
+//! dependency's healthy time and holds on for seconds after an outage heals. This one keeps
+//! refusing cheap and ending it quick:
+//! - it trips on *near-total* failure (a run of failures that the window's success share makes
+//!   unlikely by chance, or a window with no success) that has lasted `patience` (1 s), or at
+//!   once on evidence that load hurts (a share of timeouts and overload answers, or of slow
+//!   calls, or a run ended by a timeout) — not on a share of fast errors, which refusing does
+//!   not cure (that is left to the retry budget); a fast failure shorter than `patience`
+//!   costs the dependency little and a trip would cost a probe's round trip when it heals;
+//! - while open it lets through one probe per *probe spacing* and, in fail-fast mode, a
+//!   *trickle* share of the calls (5% by default), so that healing shows within a few calls at
+//!   1,000 rps and within one spacing at 10 rps;
+//! - the spacing grows only on a probe that says the dependency is still sick (a timeout, an
+//!   overload answer, a slow or abandoned call; pushback sets it), never on a fast error, and
+//!   the growth is forgotten when the breaker closes;
+//! - the first successful probe turns it half-open, where it admits up to `2^successes` calls
+//!   at once (a slow start) and closes after `probes` successes; a sick probe, or failures
+//!   outnumbering successes, reopens it.
 //!
 //! # The state word
 //! The whole state lives in one `AtomicU64`, changed only by compare-and-swap:
@@ -21,9 +45,10 @@
 //! |---|---|
 //! | 63–62 | state: 0 closed, 1 half-open, 2 open |
 //! | 61 | forced (by a [`BreakerHandle`](crate::BreakerHandle)) |
-//! | 60–55 | level: how many consecutive openings (sets the open period) |
+//! | 60–56 | level: sets the probe spacing |
+//! | 55 | held: open with the next probe set by pushback, so nothing trickles through before it |
 //! | 54–40 | generation, bumped by every transition |
-//! | 39–0 | closed: when it closed (ms); open: when the next probe is due (ms); half-open: probes in flight (bits 0–15) and probe successes (bits 16–31) |
+//! | 39–0 | closed: when it closed (ms); open: when the next spaced probe is due (ms); half-open: probes in flight (bits 0–11), probe successes (bits 12–23) and failures (bits 24–39) |
 //!
 //! Admission in the closed state is one atomic load. Calls are counted in the window when
 //! admitted ([`Policy::admit`] does it; the service batches admissions from
@@ -45,20 +70,23 @@
 //!   cannot dilute the failure rate; a probe rejected that way frees its slot.
 //! - A call whose response future is dropped (a caller's timeout, a losing hedge) counts as
 //!   nothing either, for the same reason, and a dropped probe frees its slot.
-//! - Every other failure counts against the dependency. A failure carrying
-//!   [`Pushback::After`] (429 or 503 with `Retry-After`, `RESOURCE_EXHAUSTED` with
-//!   `grpc-retry-pushback-ms`) also lengthens the open period it causes, or the current one, up
-//!   to `open_max`.
-//! - A call slower than `slow_call` is slow whatever its outcome; while half-open a slow probe
-//!   fails (the dependency is still slow).
+//! - Every other failure counts against the dependency. [`FailureKind::Timeout`] and
+//!   [`FailureKind::Overload`] are *load failures*: they also count toward
+//!   `load_failure_rate`, and a probe failing that way grows the probe spacing. A failure
+//!   carrying [`Pushback::After`] (429 or 503 with `Retry-After`, `RESOURCE_EXHAUSTED` with
+//!   `grpc-retry-pushback-ms`) also holds the next spaced probe back that long, up to
+//!   `open_max`.
+//! - A call slower than `slow_call` is slow whatever its outcome; a slow probe fails (the
+//!   dependency is still slow).
+//! - With `abandoned_fails` (gate mode's default), a call whose response future is dropped
+//!   counts as a timeout instead of nothing.
 //!
-//! # Open periods
-//! The `n`-th consecutive opening lasts `U(1 − jitter, 1] · min(open_max, open_min ·
-//! multiplier^(n−1))`. Reopening from half-open increments `n`; so does tripping again soon
-//! after closing (flapping). Tripping after the breaker stayed closed for `healthy_period`
-//! starts again at `n = 1`.
+//! # Probe spacing
+//! At level `n` the spaced probes come `U(1 − jitter, 1] · min(open_max, open_min ·
+//! multiplier^(n−1))` apart. A trip starts at `n = 1` (or one level up when it comes within
+//! `healthy_period` of closing, 0 by default); only a sick probe raises `n`.
 
-use crate::config::BreakerConfig;
+use crate::config::{BreakerConfig, Mode};
 use crate::sync::{AtomicU64, Ordering, fence};
 use crate::window::{Counts, Sample, Window};
 use damper_core::backoff::Backoff;
@@ -117,8 +145,14 @@ pub enum Reason {
     SlowCallRate,
     /// `consecutive_failures` failures in a row.
     ConsecutiveFailures,
-    /// The open period ended and a probe was admitted.
+    /// The open period ended and a probe was admitted (no longer used: an open breaker lets
+    /// probes through without leaving the open state).
     ProbeDue,
+    /// A probe succeeded while open: the breaker ramps up.
+    ProbeSucceeded,
+    /// The window's share of load failures (timeouts, overload answers) reached
+    /// `load_failure_rate`.
+    LoadFailureRate,
     /// A probe failed (or was slow).
     ProbeFailed,
     /// Enough probes succeeded.
@@ -152,11 +186,13 @@ pub struct Transition {
 pub struct Permit(NonZeroU64);
 
 // One word, so a permit moves with one load and one store: bits 0–14 the era (generation) it
-// was admitted in, bit 15 set for a probe, bit 16 always set, bits 17–63 when the call started
-// in microseconds after the origin plus one (0 = not timed).
+// was admitted in, bit 15 set for a probe, bit 16 always set, bit 17 set once the call was
+// made (a reserved permit dropped unused is not an abandoned call), bits 18–63 when the call
+// started in microseconds after the origin plus one (0 = not timed).
 const PERMIT_PROBE: u64 = 1 << 15;
 const PERMIT_SET: u64 = 1 << 16;
-const PERMIT_START_SHIFT: u32 = 17;
+const PERMIT_CALLED: u64 = 1 << 17;
+const PERMIT_START_SHIFT: u32 = 18;
 const PERMIT_START_MAX: u64 = (1 << (64 - PERMIT_START_SHIFT)) - 1;
 
 impl Permit {
@@ -175,6 +211,18 @@ impl Permit {
     #[inline]
     fn era(self) -> u64 {
         self.0.get() & GEN_MASK
+    }
+
+    /// Marks the permit's call as made.
+    #[inline]
+    pub(crate) fn called(self) -> Self {
+        Self(self.0 | PERMIT_CALLED)
+    }
+
+    /// Whether the call was made.
+    #[inline]
+    pub(crate) fn was_called(self) -> bool {
+        self.0.get() & PERMIT_CALLED != 0
     }
 
     /// When the call started (µs after the origin, plus one), or 0.
@@ -233,10 +281,14 @@ pub struct Snapshot {
     pub transitions: u64,
 }
 
+/// The largest in-flight or success count a half-open word holds (12 bits each).
+const HALF_OPEN_COUNT: u64 = 0xfff;
 const STATE_SHIFT: u32 = 62;
 const FORCED: u64 = 1 << 61;
-const LEVEL_SHIFT: u32 = 55;
-const LEVEL_MAX: u64 = 0x3f;
+const LEVEL_SHIFT: u32 = 56;
+const LEVEL_MAX: u64 = 0x1f;
+/// Open and held back by pushback: no trickle until the next spaced probe.
+const HELD: u64 = 1 << 55;
 const GEN_SHIFT: u32 = 40;
 const GEN_MASK: u64 = 0x7fff;
 const PAYLOAD: u64 = (1 << 40) - 1;
@@ -276,6 +328,16 @@ impl Word {
         self.0 & FORCED != 0
     }
 
+    /// Marks an open word as held back by pushback (see [`HELD`]).
+    fn held_if(self, held: bool) -> Self {
+        if held { Word(self.0 | HELD) } else { self }
+    }
+
+    #[inline]
+    fn held(self) -> bool {
+        self.0 & HELD != 0
+    }
+
     #[inline]
     fn level(self) -> u64 {
         (self.0 >> LEVEL_SHIFT) & LEVEL_MAX
@@ -292,20 +354,31 @@ impl Word {
     }
 
     fn in_flight(self) -> u64 {
-        self.0 & 0xffff
+        self.0 & HALF_OPEN_COUNT
     }
 
     fn successes(self) -> u64 {
-        (self.0 >> 16) & 0xffff
+        (self.0 >> 12) & HALF_OPEN_COUNT
     }
 
-    fn half_open(era: u64, level: u64, in_flight: u64, successes: u64) -> Self {
+    fn failures(self) -> u64 {
+        (self.0 >> 24) & 0xffff
+    }
+
+    /// How many probes a half-open breaker may have in flight: `2^successes` (a slow start).
+    fn allowance(self) -> u64 {
+        (1u64 << self.successes().min(11)).min(HALF_OPEN_COUNT)
+    }
+
+    fn half_open(era: u64, level: u64, in_flight: u64, successes: u64, failures: u64) -> Self {
         Self::new(
             State::HalfOpen,
             false,
             level,
             era,
-            (successes << 16) | in_flight,
+            (failures.min(0xffff) << 24)
+                | (successes.min(HALF_OPEN_COUNT) << 12)
+                | in_flight.min(HALF_OPEN_COUNT),
         )
     }
 }
@@ -331,9 +404,64 @@ struct Padded<T>(T);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Healthy,
-    Failed { pushback: Option<Duration> },
+    /// `load`: a timeout or an overload answer, evidence that load hurts.
+    Failed {
+        pushback: Option<Duration>,
+        load: bool,
+    },
     Neutral,
 }
+
+impl Verdict {
+    fn pushback(self) -> Option<Duration> {
+        match self {
+            Verdict::Failed { pushback, .. } => pushback,
+            _ => None,
+        }
+    }
+}
+
+/// How many failures in a row trip the breaker, for a run of `run` failures ending a window
+/// that holds `total` calls of which `failures` failed, with `n` the configured minimum run
+/// and `min_requests` the window's minimum volume. Judged on the window *before* the run: with
+/// `s` its success share, the run needed is `max(n, RUN_SCALE / s)`, so that a run this long
+/// has a chance of about `e^−RUN_SCALE` (5·10⁻⁵) of coming by luck from a dependency failing
+/// at its usual rate. Before the window holds `min_requests` calls, `s` is `usual`: the share
+/// the probes saw before the breaker last closed (1 at first). With no success in a full
+/// window the run can never be long enough (the failure rate decides instead).
+fn run_needed(n: u64, run: u64, total: u64, failures: u64, min_requests: u64, usual: f64) -> u64 {
+    let before = total.saturating_sub(run);
+    if before < min_requests {
+        return n.max(min_volume(usual));
+    }
+    let healthy = before.saturating_sub(failures.saturating_sub(run));
+    if healthy == 0 {
+        return u64::MAX;
+    }
+    n.max((RUN_SCALE * before).div_ceil(healthy))
+}
+
+/// `RUN_SCALE / usual`, rounded up: how many calls, all failing, are evidence of near-total
+/// failure from a dependency that usually succeeds at the share `usual`.
+fn min_volume(usual: f64) -> u64 {
+    if usual >= 1.0 {
+        return 0;
+    }
+    let v = RUN_SCALE as f64 / usual.max(1e-6);
+    if v >= u64::MAX as f64 {
+        u64::MAX
+    } else {
+        v.ceil() as u64
+    }
+}
+
+/// How many fast failures per success a half-open breaker tolerates before it reopens: a
+/// dependency that succeeds more than one call in 40 is not failing near-totally, and the
+/// rest is the retry budget's job.
+const RAMP_RATIO: u64 = 40;
+
+/// See [`run_needed`].
+const RUN_SCALE: u64 = 10;
 
 #[inline]
 fn verdict(outcome: &Outcome) -> Verdict {
@@ -348,6 +476,7 @@ fn verdict(outcome: &Outcome) -> Verdict {
                 Some(Pushback::After(d)) => Some(d),
                 _ => None,
             },
+            load: matches!(f.kind, FailureKind::Timeout | FailureKind::Overload),
         },
     }
 }
@@ -356,17 +485,29 @@ fn verdict(outcome: &Outcome) -> Verdict {
 pub struct Policy {
     state: Padded<AtomicU64>,
     consecutive: Padded<AtomicU64>,
+    /// Calls refused while open, for the trickle (only touched while open).
+    refused: Padded<AtomicU64>,
+    /// The success share (`f64` bits) the probes saw before the last close: the usual share
+    /// while the window is too young to tell.
+    usual: Padded<AtomicU64>,
+    /// When the current run of failures started (ms after the origin).
+    run_start: Padded<AtomicU64>,
     transitions: AtomicU64,
     window: Window,
     origin: Origin,
     rng: AtomicRng,
     min_requests: u64,
     failure_rate: f64,
+    load_failure_rate: f64,
     slow_call: Option<(Duration, f64)>,
     consecutive_failures: Option<u64>,
+    /// Every `trickle_every`-th refused call is let through as a probe (0: none).
+    trickle_every: u64,
+    abandoned_fails: bool,
     open: Backoff,
     open_jitter: f64,
     healthy_ms: u64,
+    patience_ms: u64,
     probes: u64,
 }
 
@@ -398,17 +539,30 @@ impl Policy {
         Self {
             state: Padded(AtomicU64::new(Word::new(State::Closed, false, 0, 0, 0).0)),
             consecutive: Padded(AtomicU64::new(0)),
+            refused: Padded(AtomicU64::new(0)),
+            usual: Padded(AtomicU64::new(1f64.to_bits())),
+            run_start: Padded(AtomicU64::new(0)),
             transitions: AtomicU64::new(0),
             window: Window::new(config.window, config.stripes),
             origin: Origin::new(origin),
             rng: AtomicRng::new(seed),
             min_requests: config.min_requests,
             failure_rate: config.failure_rate,
+            load_failure_rate: config.load_failure_rate,
             slow_call: config.slow_call,
             consecutive_failures: config.consecutive_failures,
+            // Gate mode is asked from `poll_ready`, where a count of asks is not a count of
+            // calls: it sends only the spaced probes.
+            trickle_every: if config.trickle > 0.0 && config.mode != Mode::Gate {
+                (1.0 / config.trickle).round() as u64
+            } else {
+                0
+            },
+            abandoned_fails: config.abandoned_fails(),
             open: config.open,
             open_jitter: config.open_jitter,
             healthy_ms: u64::try_from(config.healthy_period.as_millis()).unwrap_or(u64::MAX),
+            patience_ms: u64::try_from(config.patience.as_millis()).unwrap_or(u64::MAX),
             probes: u64::from(config.probes),
         }
     }
@@ -440,13 +594,22 @@ impl Policy {
         self.origin.instant() + Duration::from_millis(ms)
     }
 
+    /// Whether a call whose response future is dropped counts as a timed-out call (see
+    /// [`BreakerConfigBuilder::abandoned_fails`](crate::config::BreakerConfigBuilder::abandoned_fails));
+    /// the caller then reports it with [`Policy::on_outcome`] instead of [`Policy::on_drop`].
+    #[inline]
+    pub fn abandoned_fails(&self) -> bool {
+        self.abandoned_fails
+    }
+
     /// Whether calls must be timed (a slow-call threshold is set).
     #[inline]
     pub fn times_calls(&self) -> bool {
         self.slow_call.is_some()
     }
 
-    /// Marks `permit`'s call as started at `now` (needed to detect slow calls).
+    /// Marks `permit`'s call as made and started at `now` (the time is needed to detect slow
+    /// calls).
     #[inline]
     pub fn stamp(&self, mut permit: Permit, now: Instant) -> Permit {
         let micros = self.origin.nanos(now) / 1_000;
@@ -456,8 +619,9 @@ impl Policy {
         } else {
             0
         };
-        let bits =
-            (permit.0.get() & ((1 << PERMIT_START_SHIFT) - 1)) | (start << PERMIT_START_SHIFT);
+        let bits = (permit.0.get() & ((1 << PERMIT_START_SHIFT) - 1))
+            | PERMIT_CALLED
+            | (start << PERMIT_START_SHIFT);
         permit.0 = NonZeroU64::new(bits).unwrap_or(permit.0);
         permit
     }
@@ -517,7 +681,7 @@ impl Policy {
         if permit.is_probe() || permit.start() != 0 {
             return false;
         }
-        if self.consecutive_failures.is_some() && self.consecutive.0.load(Ordering::Relaxed) != 0 {
+        if self.consecutive.0.load(Ordering::Relaxed) != 0 {
             self.consecutive.0.store(0, Ordering::Relaxed);
         }
         true
@@ -533,8 +697,9 @@ impl Policy {
     }
 
     /// Decides whether a call may be made at `now`, counting an admission while closed. An open
-    /// breaker whose period has ended turns half-open and admits this call as its first probe
-    /// (the returned transition).
+    /// breaker admits a probe when a spaced probe is due or the call falls in the trickle; a
+    /// half-open one while fewer than its allowance are in flight. (The transition slot is
+    /// kept for callers; admitting no longer changes the state.)
     pub fn admit(&self, now: Instant) -> (Admission, Option<Transition>) {
         loop {
             let w = self.load();
@@ -554,31 +719,50 @@ impl Policy {
                         return (Admission::Rejected(r), None);
                     }
                     let until = self.instant_of(w.payload());
-                    if now < until {
-                        let r = Rejection {
-                            retry_at: Some(until),
-                            next_probe_in: until - now,
-                        };
-                        return (Admission::Rejected(r), None);
+                    let permit = Permit::new(w.era(), true);
+                    if now >= until {
+                        // A spaced probe is due: let this call through and set the next one.
+                        let d = self.open_period(w.level(), None);
+                        let next = Word::new(
+                            State::Open,
+                            false,
+                            w.level(),
+                            w.era(),
+                            self.until_ms(now, d),
+                        );
+                        if self.cas(w, next) {
+                            return (Admission::Admitted(permit), None);
+                        }
+                        continue;
                     }
-                    let era = w.era() + 1;
-                    if self.cas(w, Word::half_open(era, w.level(), 1, 0)) {
-                        let t = self.transitioned(State::Open, State::HalfOpen, Reason::ProbeDue);
-                        let permit = Permit::new(era & GEN_MASK, true);
-                        let t = t(now, None, w.level());
-                        return (Admission::Admitted(permit), Some(t));
+                    if self.trickle_every != 0
+                        && !w.held()
+                        && self.refused.0.fetch_add(1, Ordering::Relaxed) % self.trickle_every
+                            == self.trickle_every - 1
+                    {
+                        return (Admission::Admitted(permit), None);
                     }
+                    let r = Rejection {
+                        retry_at: Some(until),
+                        next_probe_in: until - now,
+                    };
+                    return (Admission::Rejected(r), None);
                 }
                 State::HalfOpen => {
-                    if w.in_flight() + w.successes() >= self.probes {
+                    if w.in_flight() >= w.allowance() {
                         let r = Rejection {
                             retry_at: None,
                             next_probe_in: Duration::ZERO,
                         };
                         return (Admission::Rejected(r), None);
                     }
-                    let next =
-                        Word::half_open(w.era(), w.level(), w.in_flight() + 1, w.successes());
+                    let next = Word::half_open(
+                        w.era(),
+                        w.level(),
+                        w.in_flight() + 1,
+                        w.successes(),
+                        w.failures(),
+                    );
                     if self.cas(w, next) {
                         let permit = Permit::new(w.era(), true);
                         return (Admission::Admitted(permit), None);
@@ -586,6 +770,12 @@ impl Policy {
                 }
             }
         }
+    }
+
+    /// A permit that counts for nothing whatever becomes of its call: its era is never
+    /// current. For a gate failing open.
+    pub(crate) fn bypass(&self) -> Permit {
+        Permit::new(self.load().era().wrapping_add(GEN_MASK / 2), false)
     }
 
     /// Counts a transition and returns a builder for its record.
@@ -643,50 +833,121 @@ impl Policy {
     }
 
     fn probe_outcome(&self, permit: Permit, verdict: Verdict, slow: bool, now: Instant) -> Effect {
+        let good = verdict == Verdict::Healthy && !slow;
+        let sick = slow || matches!(verdict, Verdict::Failed { load: true, .. });
+        let pushback = verdict.pushback();
         loop {
             let w = self.load();
-            if w.state() != State::HalfOpen || w.era() != permit.era() || w.in_flight() == 0 {
+            if w.era() != permit.era() || w.forced() {
                 return Effect::None;
             }
             let (level, era) = (w.level(), w.era());
-            match verdict {
-                Verdict::Neutral => {
-                    let next = Word::half_open(era, level, w.in_flight() - 1, w.successes());
-                    if self.cas(w, next) {
-                        return Effect::SlotFreed;
+            match w.state() {
+                State::Closed => return Effect::None,
+                State::Open => {
+                    if verdict == Verdict::Neutral && !slow {
+                        return Effect::None;
                     }
-                }
-                Verdict::Healthy if !slow => {
-                    let successes = w.successes() + 1;
-                    if successes >= self.probes {
-                        // Nobody records into the window while half-open, so clearing it here
-                        // cannot lose a closed-state sample.
-                        self.window.clear();
-                        let next = Word::new(State::Closed, false, level, era + 1, self.ms(now));
-                        if self.cas(w, next) {
-                            self.consecutive.0.store(0, Ordering::Relaxed);
-                            let t = self.transitioned(
-                                State::HalfOpen,
+                    if good {
+                        let (next, to, reason) = if self.probes <= 1 {
+                            (
+                                self.closed_word(level, era, now),
                                 State::Closed,
                                 Reason::ProbesSucceeded,
-                            );
+                            )
+                        } else {
+                            (
+                                Word::half_open(era + 1, level, 0, 1, 0),
+                                State::HalfOpen,
+                                Reason::ProbeSucceeded,
+                            )
+                        };
+                        if to == State::Closed {
+                            // Nobody records into the window while open.
+                            self.window.clear();
+                        }
+                        if self.cas(w, next) {
+                            if to == State::Closed {
+                                self.consecutive.0.store(0, Ordering::Relaxed);
+                                self.set_usual(1, 0);
+                            }
+                            let t = self.transitioned(State::Open, to, reason);
                             return Effect::Transition(t(now, None, level));
                         }
+                        continue;
+                    }
+                    // Still failing: only evidence of sickness grows the spacing, and pushback
+                    // holds the next spaced probe back.
+                    if !sick && pushback.is_none() {
+                        return Effect::None;
+                    }
+                    let level = if sick {
+                        (level + 1).min(LEVEL_MAX)
                     } else {
-                        let next = Word::half_open(era, level, w.in_flight() - 1, successes);
-                        if self.cas(w, next) {
-                            return Effect::None;
-                        }
+                        level
+                    };
+                    let d = self.open_period(level, pushback);
+                    let until = self.until_ms(now, d).max(w.payload());
+                    let next = Word::new(State::Open, false, level, era, until)
+                        .held_if(w.held() || pushback.is_some());
+                    if next == w || self.cas(w, next) {
+                        return Effect::None;
                     }
                 }
-                Verdict::Healthy | Verdict::Failed { .. } => {
-                    let pushback = match verdict {
-                        Verdict::Failed { pushback } => pushback,
-                        _ => None,
+                State::HalfOpen => {
+                    if w.in_flight() == 0 {
+                        return Effect::None;
+                    }
+                    let (in_flight, successes, failures) =
+                        (w.in_flight() - 1, w.successes(), w.failures());
+                    if verdict == Verdict::Neutral && !slow {
+                        let next = Word::half_open(era, level, in_flight, successes, failures);
+                        if self.cas(w, next) {
+                            return Effect::SlotFreed;
+                        }
+                        continue;
+                    }
+                    if good {
+                        if successes + 1 >= self.probes {
+                            // Nobody records into the window while half-open, so clearing it
+                            // here cannot lose a closed-state sample.
+                            self.window.clear();
+                            if self.cas(w, self.closed_word(level, era, now)) {
+                                self.consecutive.0.store(0, Ordering::Relaxed);
+                                self.set_usual(successes + 1, failures);
+                                let t = self.transitioned(
+                                    State::HalfOpen,
+                                    State::Closed,
+                                    Reason::ProbesSucceeded,
+                                );
+                                return Effect::Transition(t(now, None, level));
+                            }
+                            continue;
+                        }
+                        // One more success doubles the allowance: wake the waiters.
+                        let next = Word::half_open(era, level, in_flight, successes + 1, failures);
+                        if self.cas(w, next) {
+                            return Effect::SlotFreed;
+                        }
+                        continue;
+                    }
+                    if !sick && pushback.is_none() && failures + 1 < RAMP_RATIO * successes {
+                        // A fast error among enough successes: the dependency is no longer
+                        // failing near-totally, and what is left is the retry budget's job.
+                        let next = Word::half_open(era, level, in_flight, successes, failures + 1);
+                        if self.cas(w, next) {
+                            return Effect::SlotFreed;
+                        }
+                        continue;
+                    }
+                    let level = if sick {
+                        (level + 1).min(LEVEL_MAX)
+                    } else {
+                        level.max(1)
                     };
-                    let level = (level + 1).min(LEVEL_MAX);
                     let d = self.open_period(level, pushback);
-                    let next = Word::new(State::Open, false, level, era + 1, self.until_ms(now, d));
+                    let next = Word::new(State::Open, false, level, era + 1, self.until_ms(now, d))
+                        .held_if(pushback.is_some());
                     if self.cas(w, next) {
                         let t =
                             self.transitioned(State::HalfOpen, State::Open, Reason::ProbeFailed);
@@ -695,6 +956,18 @@ impl Policy {
                 }
             }
         }
+    }
+
+    /// Remembers the success share the probes of a closing half-open period saw, as the
+    /// usual share until the window holds enough calls to tell (see [`run_needed`]).
+    fn set_usual(&self, successes: u64, failures: u64) {
+        let share = successes as f64 / (successes + failures).max(1) as f64;
+        self.usual.0.store(share.to_bits(), Ordering::Relaxed);
+    }
+
+    /// The word of a breaker closing at `now` from generation `era` at `level`.
+    fn closed_word(&self, level: u64, era: u64, now: Instant) -> Word {
+        Word::new(State::Closed, false, level, era + 1, self.ms(now))
     }
 
     fn closed_outcome(
@@ -709,26 +982,35 @@ impl Policy {
         if w.state() != State::Closed || w.era() != permit.era() {
             // A straggler from a closed period already judged. Its pushback still lengthens the
             // open period it helped to cause.
-            if let Verdict::Failed { pushback: Some(d) } = verdict {
+            if let Verdict::Failed {
+                pushback: Some(d), ..
+            } = verdict
+            {
                 self.extend_open(w, (permit.era() + 1) & GEN_MASK, d, now);
             }
             return Effect::None;
         }
         let epoch = self.window.epoch(self.origin.nanos(now));
-        let failure = match verdict {
+        let (failure, load) = match verdict {
             Verdict::Neutral => {
                 self.window.retract(stripe, epoch);
                 return Effect::None;
             }
-            Verdict::Healthy => false,
-            Verdict::Failed { .. } => true,
+            Verdict::Healthy => (false, false),
+            Verdict::Failed { load, .. } => (true, load),
         };
-        self.window.record(stripe, epoch, Sample { failure, slow });
+        self.window.record(
+            stripe,
+            epoch,
+            Sample {
+                failure,
+                load,
+                slow,
+            },
+        );
         let slow_trigger = slow && self.slow_call.is_some();
         if !failure {
-            if self.consecutive_failures.is_some()
-                && self.consecutive.0.load(Ordering::Relaxed) != 0
-            {
+            if self.consecutive.0.load(Ordering::Relaxed) != 0 {
                 self.consecutive.0.store(0, Ordering::Relaxed);
             }
             if !slow_trigger {
@@ -738,39 +1020,56 @@ impl Policy {
         if w.forced() {
             return Effect::None;
         }
+        let run = if failure {
+            self.consecutive.0.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        };
+        let now_ms = self.ms(now);
+        if run == 1 {
+            self.run_start.0.store(now_ms, Ordering::Relaxed);
+        }
+        // A run of fast errors trips only once it has lasted `patience`: until then sending
+        // costs the dependency little, and a trip would cost a probe's round trip at healing.
+        let patient = load
+            || now_ms.saturating_sub(self.run_start.0.load(Ordering::Relaxed)) >= self.patience_ms;
+        // Of two failures recorded at once, at least one sum must see both (a store-load
+        // pattern that needs a full fence; only failures and slow calls pay for it).
+        fence(Ordering::SeqCst);
+        let c = self.window.sum(epoch);
+        // Admissions are counted in batches, so a failure may be recorded before its
+        // admission is: the total is at least the failures (and the slow calls).
+        let total = c.total.max(c.failures).max(c.slow);
         let mut reason = None;
-        if let (true, Some(n)) = (failure, self.consecutive_failures) {
-            if self.consecutive.0.fetch_add(1, Ordering::Relaxed) + 1 >= n {
+        if let (Some(n), true) = (self.consecutive_failures, patient) {
+            let usual = f64::from_bits(self.usual.0.load(Ordering::Relaxed));
+            if run >= n && run >= run_needed(n, run, total, c.failures, self.min_requests, usual) {
                 reason = Some(Reason::ConsecutiveFailures);
             }
         }
-        if reason.is_none() {
-            // Of two failures recorded at once, at least one sum must see both (a store-load
-            // pattern that needs a full fence; only failures and slow calls pay for it).
-            fence(Ordering::SeqCst);
-            let c = self.window.sum(epoch);
-            // Admissions are counted in batches, so a failure may be recorded before its
-            // admission is: the total is at least the failures (and the slow calls).
-            let total = c.total.max(c.failures).max(c.slow);
-            if total >= self.min_requests {
-                let total = total as f64;
-                if failure && c.failures as f64 >= self.failure_rate * total {
-                    reason = Some(Reason::FailureRate);
-                } else if let (true, Some((_, rate))) = (slow_trigger, self.slow_call) {
-                    if c.slow as f64 >= rate * total {
-                        reason = Some(Reason::SlowCallRate);
-                    }
+        if reason.is_none() && total >= self.min_requests {
+            let t = total as f64;
+            // A young window after a close to a dependency that fails often: the failure
+            // rate needs as much volume as a run would.
+            let usual = f64::from_bits(self.usual.0.load(Ordering::Relaxed));
+            if failure
+                && c.failures as f64 >= self.failure_rate * t
+                && total >= min_volume(usual)
+                && (patient || self.failure_rate < 1.0)
+            {
+                reason = Some(Reason::FailureRate);
+            } else if load && c.load_failures as f64 >= self.load_failure_rate * t {
+                reason = Some(Reason::LoadFailureRate);
+            } else if let (true, Some((_, rate))) = (slow_trigger, self.slow_call) {
+                if c.slow as f64 >= rate * t {
+                    reason = Some(Reason::SlowCallRate);
                 }
             }
         }
         let Some(reason) = reason else {
             return Effect::None;
         };
-        let pushback = match verdict {
-            Verdict::Failed { pushback } => pushback,
-            _ => None,
-        };
-        let now_ms = self.ms(now);
+        let pushback = verdict.pushback();
         let level = if now_ms.saturating_sub(w.payload()) >= self.healthy_ms {
             1
         } else {
@@ -783,7 +1082,8 @@ impl Policy {
             level,
             w.era() + 1,
             self.until_ms(now, d),
-        );
+        )
+        .held_if(pushback.is_some());
         if self.cas(w, next) {
             self.consecutive.0.store(0, Ordering::Relaxed);
             let t = self.transitioned(State::Closed, State::Open, reason);
@@ -802,7 +1102,7 @@ impl Policy {
             if until <= w.payload() {
                 return;
             }
-            let next = Word::new(State::Open, false, w.level(), w.era(), until);
+            let next = Word::new(State::Open, false, w.level(), w.era(), until).held_if(true);
             if self.cas(w, next) {
                 return;
             }
@@ -811,10 +1111,23 @@ impl Policy {
     }
 
     /// Hands back the permit of a call whose response future was dropped before completing:
-    /// neither a success nor a failure. A probe frees its slot; a closed-state call's
-    /// admission is taken back.
+    /// neither a success nor a failure. A half-open probe frees its slot; an open breaker's
+    /// probe reserved and never used gives the spaced probe back (it is due again); a
+    /// closed-state call's admission is taken back.
     pub fn on_drop(&self, permit: Permit, stripe: usize) -> Effect {
         if permit.is_probe() {
+            if !permit.was_called() {
+                loop {
+                    let w = self.load();
+                    if w.state() != State::Open || w.forced() || w.era() != permit.era() {
+                        break;
+                    }
+                    let next = Word::new(State::Open, false, w.level(), w.era(), 0);
+                    if self.cas(w, next) {
+                        return Effect::SlotFreed;
+                    }
+                }
+            }
             return self.probe_outcome(permit, Verdict::Neutral, false, self.origin.instant());
         }
         let w = self.load();

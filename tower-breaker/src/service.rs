@@ -232,6 +232,11 @@ impl<S, C, H> Breaker<S, C, H> {
                     return Poll::Ready(());
                 }
                 (Admission::Rejected(rejection), _) => {
+                    if shared.fails_open() {
+                        // Most of the pool is gated: let the call through, counting nothing.
+                        self.reserved = Some(Guard::new(local.clone(), shared.policy.bypass()));
+                        return Poll::Ready(());
+                    }
                     if notified.as_mut().poll(cx).is_ready() {
                         self.notified = None;
                         continue;

@@ -11,7 +11,7 @@ use std::borrow::Cow;
 use std::cell::Cell;
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
@@ -40,6 +40,77 @@ impl Metrics {
     }
 }
 
+/// The endpoints of one keyed registry, for failing open before gating empties the pool (see
+/// [`BreakerConfigBuilder::max_ejected`](crate::config::BreakerConfigBuilder::max_ejected)).
+#[derive(Debug)]
+pub(crate) struct Pool {
+    /// Live members.
+    members: AtomicUsize,
+    /// Members not closed.
+    ejected: AtomicUsize,
+    max_ejected: f64,
+}
+
+impl Pool {
+    pub(crate) fn new(max_ejected: f64) -> Self {
+        Self {
+            members: AtomicUsize::new(0),
+            ejected: AtomicUsize::new(0),
+            max_ejected,
+        }
+    }
+
+    /// Whether more members are ejected than the pool allows: then every gate opens.
+    pub(crate) fn panicking(&self) -> bool {
+        let members = self.members.load(Ordering::Relaxed);
+        let allowed = (self.max_ejected * members as f64).floor() as usize;
+        self.ejected.load(Ordering::Relaxed) > allowed
+    }
+}
+
+/// One breaker's membership of a [`Pool`].
+#[derive(Debug)]
+struct Member {
+    pool: Arc<Pool>,
+    /// `CLOSED`, `EJECTED` or `LEFT` (evicted from the registry: no longer counted).
+    state: AtomicU8,
+}
+
+const CLOSED: u8 = 0;
+const EJECTED: u8 = 1;
+const LEFT: u8 = 2;
+
+impl Member {
+    /// Counts the breaker as ejected (`true`) or not, once per change.
+    fn set(&self, ejected: bool) {
+        let want = if ejected { EJECTED } else { CLOSED };
+        let mut cur = self.state.load(Ordering::Relaxed);
+        while cur != LEFT && cur != want {
+            match self
+                .state
+                .compare_exchange(cur, want, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => {
+                    if ejected {
+                        self.pool.ejected.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        self.pool.ejected.fetch_sub(1, Ordering::Relaxed);
+                    }
+                    return;
+                }
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    fn leave(&self) {
+        if self.state.swap(LEFT, Ordering::AcqRel) == EJECTED {
+            self.pool.ejected.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.pool.members.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 pub(crate) struct Shared {
     pub(crate) policy: Policy,
     pub(crate) notify: Arc<Notify>,
@@ -51,6 +122,8 @@ pub(crate) struct Shared {
     name: Cow<'static, str>,
     /// The key of a keyed breaker, for tracing.
     key: Option<String>,
+    /// The pool of a keyed breaker.
+    member: Option<Member>,
 }
 
 impl fmt::Debug for Shared {
@@ -88,7 +161,31 @@ impl Shared {
             metrics,
             name: config.name.clone(),
             key,
+            member: None,
         }
+    }
+
+    /// Makes this breaker a member of `pool` (a keyed registry's endpoints).
+    pub(crate) fn join(mut self, pool: &Arc<Pool>) -> Self {
+        pool.members.fetch_add(1, Ordering::Relaxed);
+        self.member = Some(Member {
+            pool: pool.clone(),
+            state: AtomicU8::new(CLOSED),
+        });
+        self
+    }
+
+    /// Leaves the pool (the registry evicted this breaker).
+    pub(crate) fn leave_pool(&self) {
+        if let Some(m) = &self.member {
+            m.leave();
+        }
+    }
+
+    /// Whether a gate should let calls through although this breaker refuses them: its pool
+    /// has more members ejected than it allows.
+    pub(crate) fn fails_open(&self) -> bool {
+        self.member.as_ref().is_some_and(|m| m.pool.panicking())
     }
 
     pub(crate) fn name(&self) -> &str {
@@ -128,6 +225,12 @@ impl Shared {
                 name = %self.name, key, from = %t.from, to = %t.to, reason = ?t.reason,
                 level = t.level, "circuit breaker transition"
             ),
+        }
+        if let Some(m) = &self.member {
+            m.set(t.to != State::Closed);
+            if m.pool.panicking() {
+                tracing::debug!(name = %self.name, "pool mostly ejected: gates fail open");
+            }
         }
         self.watch.send_replace(Some(t));
         self.notify.notify_waiters();

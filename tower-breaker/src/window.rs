@@ -32,6 +32,8 @@ pub const BUCKETS: usize = 10;
 struct Cell {
     total: AtomicU64,
     failures: AtomicU64,
+    /// Failures that say load hurts (timeouts, overload answers, abandoned calls).
+    load: AtomicU64,
     slow: AtomicU64,
     /// Admitted calls that turned out to count for nothing (dropped, rejected locally).
     retracted: AtomicU64,
@@ -51,6 +53,8 @@ pub struct Counts {
     pub total: u64,
     /// Calls that failed.
     pub failures: u64,
+    /// Of those, failures that say load hurts: timeouts, overload answers, abandoned calls.
+    pub load_failures: u64,
     /// Calls slower than the slow-call duration (successful or not).
     pub slow: u64,
 }
@@ -59,6 +63,8 @@ pub struct Counts {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Sample {
     pub(crate) failure: bool,
+    /// A failure that says load hurts (implies `failure`).
+    pub(crate) load: bool,
     pub(crate) slow: bool,
 }
 
@@ -171,6 +177,9 @@ impl Window {
         if sample.failure {
             bump(&cell.failures, epoch, 1);
         }
+        if sample.load {
+            bump(&cell.load, epoch, 1);
+        }
         if sample.slow {
             bump(&cell.slow, epoch, 1);
         }
@@ -190,6 +199,7 @@ impl Window {
             for cell in stripe.cells.iter() {
                 counts.total += live(&cell.total, epoch);
                 counts.failures += live(&cell.failures, epoch);
+                counts.load_failures += live(&cell.load, epoch);
                 counts.slow += live(&cell.slow, epoch);
                 retracted += live(&cell.retracted, epoch);
             }
@@ -204,6 +214,7 @@ impl Window {
             for cell in stripe.cells.iter() {
                 cell.total.store(0, Ordering::SeqCst);
                 cell.failures.store(0, Ordering::SeqCst);
+                cell.load.store(0, Ordering::SeqCst);
                 cell.slow.store(0, Ordering::SeqCst);
                 cell.retracted.store(0, Ordering::SeqCst);
             }
@@ -216,10 +227,12 @@ mod tests {
 
     const OK: Sample = Sample {
         failure: false,
+        load: false,
         slow: false,
     };
     const FAIL: Sample = Sample {
         failure: true,
+        load: false,
         slow: false,
     };
 
@@ -246,6 +259,7 @@ mod tests {
             5,
             Sample {
                 failure: false,
+                load: false,
                 slow: true,
             },
         );
@@ -254,9 +268,29 @@ mod tests {
             Counts {
                 total: 9,
                 failures: 4,
+                load_failures: 0,
                 slow: 1
             }
         );
+    }
+
+    #[test]
+    fn load_failures_are_counted_apart_and_cleared() {
+        let w = window();
+        let load = Sample {
+            failure: true,
+            load: true,
+            slow: false,
+        };
+        call(&w, 0, 0, load);
+        call(&w, 1, 0, FAIL);
+        call(&w, 2, 0, OK);
+        let c = w.sum(0);
+        assert_eq!((c.total, c.failures, c.load_failures), (3, 2, 1));
+        // Load failures leave the window with their epoch.
+        assert_eq!(w.sum(10).load_failures, 0);
+        w.clear();
+        assert_eq!(w.sum(0), Counts::default());
     }
 
     #[test]
@@ -275,6 +309,7 @@ mod tests {
             Counts {
                 total: 2,
                 failures: 2,
+                load_failures: 0,
                 slow: 0
             }
         );
@@ -295,6 +330,7 @@ mod tests {
             Counts {
                 total: 2,
                 failures: 0,
+                load_failures: 0,
                 slow: 0
             }
         );

@@ -11,6 +11,7 @@ use tower_test::{assert_request_eq, mock};
 
 fn cfg() -> BreakerConfigBuilder {
     BreakerConfig::builder()
+        .patience(Duration::ZERO)
         .min_requests(3)
         .open_min(Duration::from_secs(1))
         .open_jitter(0.0)
@@ -37,7 +38,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn fail_fast_rejects_while_open_and_probes_when_due() {
-    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let layer = BreakerLayer::new(cfg().probes(1).trickle(0.0).build().unwrap());
     let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
     let breaker = svc.get_ref().handle();
     trip(&mut svc, &mut handle).await;
@@ -53,24 +54,42 @@ async fn fail_fast_rejects_while_open_and_probes_when_due() {
     let err = svc.call("refused").await.unwrap_err();
     assert_eq!(open_err(err).next_probe_in(), Duration::from_millis(600));
 
-    // The probe is due: one call goes through (the refused ones never did).
+    // The probe is due: one call goes through (the refused ones never did), and the breaker
+    // stays open until it succeeds.
     tokio::time::advance(Duration::from_millis(600)).await;
     assert_ready_ok!(svc.poll_ready());
     let probe = svc.call("probe");
-    assert_eq!(breaker.state(), State::HalfOpen);
-    // A second call while the probe is in flight is refused; no probe time to wait for.
+    assert_eq!(breaker.state(), State::Open);
+    // A second call is refused until the next spaced probe.
     assert_ready_ok!(svc.poll_ready());
     let err = svc.call("refused").await.unwrap_err();
-    assert_eq!(open_err(err).next_probe_in(), Duration::ZERO);
+    assert_eq!(open_err(err).next_probe_in(), Duration::from_secs(1));
     assert_request_eq!(handle, "probe").send_response("ok");
     assert_eq!(probe.await.unwrap(), "ok");
     assert_eq!(breaker.state(), State::Closed);
-    assert_eq!(breaker.transitions(), 3);
+    assert_eq!(breaker.transitions(), 2);
 }
 
 #[tokio::test(start_paused = true)]
+async fn fail_fast_trickles_a_share_of_calls_through_while_open() {
+    let layer = BreakerLayer::new(cfg().trickle(0.25).build().unwrap());
+    let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
+    let breaker = svc.get_ref().handle();
+    trip(&mut svc, &mut handle).await;
+    // Every fourth refused call goes through as a probe; its success turns it half-open.
+    for _ in 0..3 {
+        assert_ready_ok!(svc.poll_ready());
+        assert!(svc.call("refused").await.is_err());
+    }
+    assert_ready_ok!(svc.poll_ready());
+    let probe = svc.call("trickled");
+    assert_request_eq!(handle, "trickled").send_response("ok");
+    assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), State::HalfOpen);
+}
+#[tokio::test(start_paused = true)]
 async fn gate_mode_is_pending_while_open_and_wakes_at_probe_time() {
-    let layer = BreakerLayer::new(cfg().mode(Mode::Gate).build().unwrap());
+    let layer = BreakerLayer::new(cfg().mode(Mode::Gate).probes(1).build().unwrap());
     let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
     let breaker = svc.get_ref().handle();
     trip(&mut svc, &mut handle).await;
@@ -82,20 +101,20 @@ async fn gate_mode_is_pending_while_open_and_wakes_at_probe_time() {
     assert_pending!(svc.poll_ready());
     tokio::time::advance(Duration::from_millis(1)).await;
     assert!(svc.is_woken(), "not woken at probe time");
-    // Ready reserves the probe slot: another clone must wait.
+    // Ready reserves the spaced probe: another clone waits for the next one.
     assert_ready_ok!(svc.poll_ready());
-    assert_eq!(breaker.state(), State::HalfOpen);
+    assert_eq!(breaker.state(), State::Open);
     let mut other = mock::Spawn::new(svc.get_ref().clone());
     assert_pending!(other.poll_ready());
 
-    // The probe fails: open again for twice as long; the waiting clone is woken, re-checks
-    // and waits for the new probe time.
+    // The probe is abandoned after 999 ms, which gate mode counts as a timeout: the spacing
+    // doubles, and the next probe is 2 s after it.
     let probe = svc.call("probe");
-    assert_request_eq!(handle, "probe").send_error("still down");
-    assert!(probe.await.is_err());
-    assert_eq!(breaker.state(), State::Open);
-    assert!(other.is_woken());
+    let _ = assert_request_eq!(handle, "probe");
+    tokio::time::advance(Duration::from_millis(999)).await;
     assert_pending!(other.poll_ready());
+    drop(probe);
+    assert_eq!(breaker.snapshot().level, 2);
     tokio::time::advance(Duration::from_millis(1999)).await;
     assert_pending!(other.poll_ready());
     tokio::time::advance(Duration::from_millis(1)).await;
@@ -111,42 +130,65 @@ async fn gate_mode_is_pending_while_open_and_wakes_at_probe_time() {
     assert!(svc.is_woken());
     assert_ready_ok!(svc.poll_ready());
 }
-
 #[tokio::test(start_paused = true)]
 async fn a_dropped_probe_frees_its_slot_and_counts_for_nothing() {
-    let layer = BreakerLayer::new(cfg().build().unwrap());
+    let layer = BreakerLayer::new(cfg().trickle(0.0).probes(2).build().unwrap());
     let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
     let breaker = svc.get_ref().handle();
     trip(&mut svc, &mut handle).await;
     tokio::time::advance(Duration::from_secs(1)).await;
 
+    // Open: a dropped spaced probe counts for nothing (fail-fast mode).
     assert_ready_ok!(svc.poll_ready());
     let probe = svc.call("dropped probe");
     let _ = assert_request_eq!(handle, "dropped probe");
     drop(probe);
-    assert_eq!(breaker.state(), State::HalfOpen);
-    // The slot is free again: the next call is a probe, not a rejection.
+    assert_eq!(breaker.snapshot().level, 1);
+    tokio::time::advance(Duration::from_secs(1)).await;
     assert_ready_ok!(svc.poll_ready());
     let probe = svc.call("probe");
     assert_request_eq!(handle, "probe").send_response("ok");
     assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(breaker.state(), State::HalfOpen);
+    // Half-open: two may be in flight; a dropped one frees its slot.
+    assert_ready_ok!(svc.poll_ready());
+    let a = svc.call("a");
+    assert_ready_ok!(svc.poll_ready());
+    let b = svc.call("b");
+    assert_ready_ok!(svc.poll_ready());
+    assert!(svc.call("refused").await.is_err());
+    let _ = assert_request_eq!(handle, "a");
+    drop(a);
+    assert_ready_ok!(svc.poll_ready());
+    let c = svc.call("c");
+    assert_request_eq!(handle, "b").send_response("ok");
+    assert_eq!(b.await.unwrap(), "ok");
     assert_eq!(breaker.state(), State::Closed);
+    drop(c);
 }
-
 #[tokio::test(start_paused = true)]
 async fn a_dropped_gate_reservation_frees_the_probe_slot() {
-    let layer = BreakerLayer::new(cfg().mode(Mode::Gate).build().unwrap());
+    let layer = BreakerLayer::new(cfg().mode(Mode::Gate).probes(2).build().unwrap());
     let (mut svc, mut handle) = mock::spawn_layer::<&'static str, &'static str, _>(layer);
     trip(&mut svc, &mut handle).await;
     tokio::time::advance(Duration::from_secs(1)).await;
-    let mut other = mock::Spawn::new(svc.get_ref().clone());
     assert_ready_ok!(svc.poll_ready());
-    assert_pending!(other.poll_ready());
-    drop(svc);
-    assert!(other.is_woken());
-    assert_ready_ok!(other.poll_ready());
+    let probe = svc.call("probe");
+    assert_request_eq!(handle, "probe").send_response("ok");
+    assert_eq!(probe.await.unwrap(), "ok");
+    assert_eq!(svc.get_ref().handle().state(), State::HalfOpen);
+    // Two slots: two clones reserve them, a third waits.
+    let mut one = mock::Spawn::new(svc.get_ref().clone());
+    let mut two = mock::Spawn::new(svc.get_ref().clone());
+    assert_ready_ok!(one.poll_ready());
+    assert_ready_ok!(two.poll_ready());
+    assert_pending!(svc.poll_ready());
+    // A reservation dropped unused frees its slot and counts as nothing, even in gate mode.
+    drop(one);
+    assert!(svc.is_woken());
+    assert_ready_ok!(svc.poll_ready());
+    assert_eq!(svc.get_ref().handle().state(), State::HalfOpen);
 }
-
 #[tokio::test(start_paused = true)]
 async fn dropped_closed_calls_are_not_failures() {
     let layer = BreakerLayer::new(cfg().build().unwrap());
@@ -304,14 +346,16 @@ async fn keyed_layer_for_shares_state_across_endpoint_services() {
     let keyed = KeyedBreakerLayer::new(cfg().mode(Mode::Gate).build().unwrap(), |_: &u8| ());
     let (mut first, mut handle) =
         mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-1"));
+    // A second endpoint in the pool, so that gating one leaves the other (a pool of one
+    // fails open).
+    let (mut other, _h3) =
+        mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-2"));
     trip(&mut first, &mut handle).await;
     assert_pending!(first.poll_ready());
     // A new service for the same endpoint key finds the breaker open.
     let (mut second, _h2) =
         mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-1"));
     assert_pending!(second.poll_ready());
-    let (mut other, _h3) =
-        mock::spawn_layer::<&'static str, &'static str, _>(keyed.layer_for(&"replica-2"));
     assert_ready!(other.poll_ready()).unwrap();
 }
 
@@ -489,5 +533,125 @@ async fn slow_calls_trip_through_the_service() {
     assert_eq!(
         breaker.subscribe().borrow().unwrap().reason,
         Reason::SlowCallRate
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn gate_mode_sees_a_hung_endpoint_through_its_abandoned_calls() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+
+    let keyed = KeyedBreakerLayer::new(
+        cfg().min_requests(5).mode(Mode::Gate).build().unwrap(),
+        |_: &u32| (),
+    );
+    let calls: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let endpoints: Vec<_> = (0..3usize)
+        .map(|i| {
+            let calls = calls[i].clone();
+            // Replica 0 hangs; the others answer.
+            let backend = service_fn(move |req: u32| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    if i == 0 {
+                        std::future::pending::<()>().await;
+                    }
+                    Ok::<_, BoxError>(req)
+                }
+            });
+            let svc = keyed.layer_for(&i).layer(backend);
+            PendingRequests::new(svc, CompleteOnResponse::default())
+        })
+        .collect();
+    let mut balance = Balance::new(ServiceList::new(endpoints));
+    let mut ok = 0;
+    for i in 0..300 {
+        // The caller gives up after 100 ms, dropping the call: gate mode counts that as a
+        // timeout of the endpoint.
+        let call = balance.ready().await.unwrap().call(i);
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(100), call).await {
+            ok += 1;
+        }
+    }
+    assert_eq!(keyed.handle(&0).unwrap().state(), State::Open);
+    let hung = calls[0].load(Ordering::Relaxed);
+    // The evidence it needs, plus the spaced probes of the time the hung calls took.
+    assert!(hung <= 12, "a hung endpoint still got {hung} calls");
+    assert_eq!(ok, 300 - hung);
+}
+
+/// A p2c balancer over two replicas that always fail, each behind its gate in `keyed`;
+/// `calls` counts the calls that reach a replica.
+fn down_pool<E>(
+    keyed: &KeyedBreakerLayer<usize, E>,
+    calls: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> impl Service<u32, Response = u32, Error = BoxError> {
+    use std::sync::atomic::Ordering;
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+    let endpoints: Vec<_> = (0..2usize)
+        .map(|i| {
+            let calls = calls.clone();
+            let backend = service_fn(move |_: u32| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                async move { Err::<u32, _>(BoxError::from("replica down")) }
+            });
+            PendingRequests::new(
+                keyed.layer_for(&i).layer(backend),
+                CompleteOnResponse::default(),
+            )
+        })
+        .collect();
+    Balance::new(ServiceList::new(endpoints))
+}
+
+#[tokio::test(start_paused = true)]
+async fn gate_mode_fails_open_before_it_empties_the_pool() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let keyed = KeyedBreakerLayer::new(
+        cfg().min_requests(5).mode(Mode::Gate).build().unwrap(),
+        |_: &u32| (),
+    );
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut balance = down_pool(&keyed, calls.clone());
+    let start = tokio::time::Instant::now();
+    for i in 0..100 {
+        let _ = balance.ready().await.unwrap().call(i).await;
+    }
+    // One of the two may be gated (half the pool); with both open every gate fails open, so
+    // no call waited for a probe time and every call reached a replica.
+    assert_eq!(
+        tokio::time::Instant::now(),
+        start,
+        "a call waited for a gate"
+    );
+    assert_eq!(calls.load(Ordering::Relaxed), 100);
+    assert_eq!(keyed.handle(&0).unwrap().state(), State::Open);
+    assert_eq!(keyed.handle(&1).unwrap().state(), State::Open);
+
+    // With max_ejected 1 (never fail open) the same pool gates both and waits.
+    let keyed = KeyedBreakerLayer::new(
+        cfg()
+            .min_requests(5)
+            .mode(Mode::Gate)
+            .max_ejected(1.0)
+            .build()
+            .unwrap(),
+        |_: &u32| (),
+    );
+    let mut balance = down_pool(&keyed, Arc::default());
+    let start = tokio::time::Instant::now();
+    for i in 0..100 {
+        let _ = balance.ready().await.unwrap().call(i).await;
+    }
+    assert!(
+        tokio::time::Instant::now() > start,
+        "gated endpoints made calls wait"
     );
 }
