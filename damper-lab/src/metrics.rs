@@ -13,6 +13,10 @@ pub const RECOVERED: f64 = 0.95;
 pub struct Metrics {
     /// Logical requests that succeeded before their deadline ÷ logical requests.
     pub goodput_ratio: f64,
+    /// `goodput_ratio` ÷ the scenario's `oracle_goodput` (`null` when the oracle gets
+    /// nothing). Above 1 only where retries beat a clairvoyant client that sends each request
+    /// once (independent errors), or within the oracle's approximations.
+    pub goodput_vs_oracle: Option<f64>,
     /// Backend attempts ÷ logical requests, for requests born in the trigger window (the whole
     /// run when there is none).
     pub amplification: f64,
@@ -191,8 +195,9 @@ fn round(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-/// The metrics and series of one run.
-pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
+/// The metrics and series of one run; `oracle_goodput` is the scenario's (see
+/// [`crate::oracle`]).
+pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metrics, Series) {
     let d = &out.data;
     let mut lat = d.latencies_us.clone();
     lat.sort_unstable();
@@ -203,8 +208,10 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
         .map(|w| w.1)
         .filter(|end| end + sc.hold <= sc.duration);
     let recovery = window_end.and_then(|end| recovery_s(&d.good, &d.offered, end, sc.hold));
+    let goodput = goodput_ratio(&d.good, &d.offered);
     let metrics = Metrics {
-        goodput_ratio: round(goodput_ratio(&d.good, &d.offered)),
+        goodput_ratio: round(goodput),
+        goodput_vs_oracle: (oracle_goodput > 0.0).then(|| round(goodput / oracle_goodput)),
         amplification: round(amplification(&d.attempts_by_birth, &d.offered, sc.window)),
         amplification_total: round(amplification(&d.attempts_by_birth, &d.offered, None)),
         p50_ms: quantile_ms(&lat, 0.5),

@@ -23,6 +23,10 @@ pub struct ScenarioReport {
     pub description: String,
     /// Offered-load trigger window, seconds.
     pub window: Option<(f64, f64)>,
+    /// Goodput ratio of a clairvoyant client on the same arrivals (see [`crate::oracle`]).
+    pub oracle_goodput: f64,
+    /// The oracle's expected successes each second, by arrival second.
+    pub oracle_series: Vec<f64>,
     /// One entry per stack, in registry order.
     pub stacks: Vec<StackReport>,
 }
@@ -178,6 +182,9 @@ where
         .unwrap_or(1)
         .max(1);
     let mut ymax: f64 = 1.0;
+    if offered {
+        ymax = sc.oracle_series.iter().copied().fold(ymax, f64::max);
+    }
     for st in &sc.stacks {
         if let Some(v) = pick(st) {
             ymax = v.iter().copied().fold(ymax, f64::max);
@@ -221,6 +228,22 @@ where
             ))?;
         }
     }
+    if offered && !sc.oracle_series.is_empty() {
+        // The limit: what a clairvoyant client would get each second.
+        let style = BLACK.stroke_width(2);
+        chart
+            .draw_series(DashedLineSeries::new(
+                sc.oracle_series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, y)| (i as f64 + 0.5, *y)),
+                6,
+                4,
+                style,
+            ))?
+            .label("oracle")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+    }
     for (i, st) in sc.stacks.iter().enumerate() {
         let Some(v) = pick(st) else { continue };
         let c = color(i);
@@ -257,7 +280,7 @@ pub fn chart(sc: &ScenarioReport, path: &Path) -> DrawResult {
     panel(
         &areas[0],
         &format!(
-            "{} — goodput (ok/s, thick) and offered load (req/s, thin)",
+            "{} — goodput (ok/s, thick), oracle (dashed) and offered load (req/s, thin)",
             sc.name
         ),
         sc,
