@@ -1,6 +1,6 @@
 //! The outputs: `report.json`, the stdout table, one SVG chart per scenario and `index.html`.
 
-use crate::metrics::{Metrics, Series};
+use crate::metrics::{Metrics, RecoveryStatus, Series};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -53,15 +53,18 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<32} {:<7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>7} {:>6} {:>5} {:>6} {:>6}",
+            "{:<32} {:<13} {:>7} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>5} {:>6} {:>6}",
             "scenario",
             "stack",
             "goodput",
+            "oracle",
+            "vs-oracle",
             "amp",
             "p50_ms",
             "p99_ms",
             "p999_ms",
             "recovery",
+            "rec_ms",
             "false_to",
             "hedge",
             "brk",
@@ -80,17 +83,26 @@ impl Report {
                     (Some(_), Some(r)) => format!("{r:.1}s"),
                     (Some(_), None) => "never".to_owned(),
                 };
+                let rec_ms = match (m.recovery_ms_status, m.recovery_ms) {
+                    (None, _) => "-".to_owned(),
+                    (Some(RecoveryStatus::Recovered), Some(ms)) => format!("{ms:.0}"),
+                    (Some(RecoveryStatus::Never), _) => "never".to_owned(),
+                    (Some(_), _) => "too-late".to_owned(),
+                };
                 let _ = writeln!(
                     s,
-                    "{:<32} {:<7} {:>7.3} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>7.4} {:>6} {:>5} {:>6} {:>6}",
+                    "{:<32} {:<13} {:>7.3} {:>6.3} {:>9} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8.4} {:>6} {:>5} {:>6} {:>6}",
                     sc.name,
                     st.name,
                     m.goodput_ratio,
+                    sc.oracle_goodput,
+                    opt(m.goodput_vs_oracle, 3),
                     m.amplification,
                     opt(m.p50_ms, 1),
                     opt(m.p99_ms, 1),
                     opt(m.p999_ms, 1),
                     recovery,
+                    rec_ms,
                     m.false_timeout_rate,
                     opt(m.hedge_extra_load, 3),
                     m.breaker_transitions
