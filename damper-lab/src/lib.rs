@@ -45,9 +45,12 @@
 //! - **Load**: open-loop Poisson arrivals whose rate steps over time; each logical request has a
 //!   deadline; optionally impatient users retry a failed request after a pause.
 //! - **Stacks**: see [`stacks`]; the driver adds the deadline itself.
+//! - **Oracle**: each scenario's limit, the goodput of a clairvoyant client, derived from the
+//!   model rather than simulated: see [`oracle`].
 
 pub mod metrics;
 pub mod model;
+pub mod oracle;
 pub mod probe;
 pub mod report;
 pub mod scenario;
@@ -119,6 +122,13 @@ pub fn run_scenarios(scenarios: &[Scenario], seed: u64, threads: usize) -> Repor
         .iter()
         .map(|sc| model::arrivals(sc, seed))
         .collect();
+    // The clairvoyant client's goodput on the same arrivals, per scenario (grid cells too).
+    let oracles: Vec<oracle::Oracle> = scenarios
+        .iter()
+        .zip(&arrivals)
+        .map(|(sc, a)| oracle::oracle(sc, a.iter().map(|x| x.at)))
+        .collect();
+    let oracle_goodput: Vec<f64> = oracles.iter().map(oracle::Oracle::goodput_ratio).collect();
     let mut jobs = Vec::new();
     for (i, sc) in scenarios.iter().enumerate() {
         for (j, st) in registry.iter().enumerate() {
@@ -133,7 +143,8 @@ pub fn run_scenarios(scenarios: &[Scenario], seed: u64, threads: usize) -> Repor
     std::thread::scope(|scope| {
         for _ in 0..threads.max(1) {
             let tx = tx.clone();
-            let (next, jobs, registry, arrivals) = (&next, &jobs, &registry, &arrivals);
+            let (next, jobs, registry, arrivals, oracle_goodput) =
+                (&next, &jobs, &registry, &arrivals, &oracle_goodput);
             scope.spawn(move || {
                 loop {
                     let k = next.fetch_add(1, Ordering::Relaxed);
@@ -149,7 +160,7 @@ pub fn run_scenarios(scenarios: &[Scenario], seed: u64, threads: usize) -> Repor
                             .join()
                             .expect("a simulation run panicked")
                     });
-                    let (metrics, series) = metrics::summarize(sc, &out);
+                    let (metrics, series) = metrics::summarize(sc, &out, oracle_goodput[i]);
                     let report = StackReport {
                         name: stack.name().to_owned(),
                         metrics,
@@ -178,6 +189,12 @@ pub fn run_scenarios(scenarios: &[Scenario], seed: u64, threads: usize) -> Repor
                 name: sc.name.clone(),
                 description: sc.description.clone(),
                 window: sc.window,
+                oracle_goodput: round4(oracle_goodput[i]),
+                oracle_series: oracles[i]
+                    .good_per((1.0 / oracle::BIN_S).round() as usize)
+                    .into_iter()
+                    .map(|x| (x * 10.0).round() / 10.0)
+                    .collect(),
                 stacks: Vec::new(),
             });
             last = Some(i);
@@ -187,6 +204,10 @@ pub fn run_scenarios(scenarios: &[Scenario], seed: u64, threads: usize) -> Repor
         }
     }
     report
+}
+
+fn round4(x: f64) -> f64 {
+    (x * 1e4).round() / 1e4
 }
 
 /// Loads the scenarios `opts` names and runs them on every available core.

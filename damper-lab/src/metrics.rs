@@ -8,11 +8,18 @@ use serde::Serialize;
 /// Goodput at or above this share of offered load counts as recovered.
 pub const RECOVERED: f64 = 0.95;
 
+/// Width of the bins `recovery_ms` looks at, seconds.
+pub const RECOVERY_BIN_S: f64 = 0.1;
+
 /// Per scenario and stack; the JSON names are the report's contract.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Metrics {
     /// Logical requests that succeeded before their deadline ÷ logical requests.
     pub goodput_ratio: f64,
+    /// `goodput_ratio` ÷ the scenario's `oracle_goodput` (`null` when the oracle gets
+    /// nothing). Above 1 only where retries beat a clairvoyant client that sends each request
+    /// once (independent errors), or within the oracle's approximations.
+    pub goodput_vs_oracle: Option<f64>,
     /// Backend attempts ÷ logical requests, for requests born in the trigger window (the whole
     /// run when there is none).
     pub amplification: f64,
@@ -30,6 +37,15 @@ pub struct Metrics {
     /// Whether goodput recovered after the trigger (`null` without a trigger, or when the run
     /// ends too soon after it to tell).
     pub recovered: Option<bool>,
+    /// The slowest recovery over every fault end, in ms, at 100 ms resolution (see
+    /// [`recovery_ms_each`]); `null` unless `recovery_ms_status` is `recovered`.
+    pub recovery_ms: Option<f64>,
+    /// `recovered` (every fault end that could be told recovered), `never` (at least one did
+    /// not), `too_late_to_tell` (no fault end left enough of the run to tell); `null` when
+    /// nothing ends (no fault and no trigger window).
+    pub recovery_ms_status: Option<RecoveryStatus>,
+    /// One entry per fault end, in time order.
+    pub recovery_ms_each: Vec<RecoveryEnd>,
     /// Breaker state changes (`null` when no breaker reports them).
     pub breaker_transitions: Option<u64>,
     /// Hedge attempts per logical request (`null` when the stack does not hedge).
@@ -124,6 +140,118 @@ pub fn recovery_s(good: &[u64], offered: &[u64], fault_end: f64, hold: f64) -> O
         .map(|t| t as f64 - fault_end)
 }
 
+/// How recovery after one fault end came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RecoveryStatus {
+    /// Goodput reached ≥ 95% of offered and held.
+    Recovered,
+    /// It did not, before the run ended or the next fault started.
+    Never,
+    /// The run ends less than a hold after the fault (and no other fault starts before), so
+    /// there is not enough left to tell.
+    TooLateToTell,
+}
+
+/// Recovery after one fault end.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct RecoveryEnd {
+    /// When the fault (a failing phase, for flapping) ended, seconds.
+    pub fault_end_s: f64,
+    /// Milliseconds from then until goodput recovered (`null` unless `recovered`).
+    pub ms: Option<f64>,
+    /// How it came out.
+    pub status: RecoveryStatus,
+}
+
+/// The spans where something is wrong, for recovery: the fault windows (flapping expanded,
+/// every replica's), overlapping or touching ones merged, in time order; without faults, the
+/// trigger window (a load step and back).
+pub fn fault_spans(sc: &Scenario) -> Vec<(f64, f64)> {
+    let mut spans: Vec<(f64, f64)> = sc.faults.iter().map(|f| (f.start, f.end)).collect();
+    if spans.is_empty() {
+        spans.extend(sc.window);
+    }
+    spans.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut merged: Vec<(f64, f64)> = Vec::new();
+    for (a, z) in spans {
+        match merged.last_mut() {
+            Some(last) if a <= last.1 => last.1 = last.1.max(z),
+            _ => merged.push((a, z)),
+        }
+    }
+    merged
+}
+
+/// Recovery after each end of `spans` (see [`fault_spans`]), on series of `bin` seconds by
+/// arrival time: the time from the end until the first bin from which every bin up to the
+/// hold's end has goodput ≥ [`RECOVERED`] × offered (bins with nothing offered pass). The hold
+/// ends `hold` seconds after that bin or where the next span starts, whichever comes first, so
+/// a flapping fault's healthy phase can recover in time before the next failing phase. Only
+/// bins that start at or after the end count. The series cover `duration` seconds: an end
+/// whose first hold would not fit in them is `too_late_to_tell`; otherwise an end without such
+/// a bin, before the next span starts or the series end, is `never`.
+pub fn recovery_ms_each(
+    good: &[u64],
+    offered: &[u64],
+    bin: f64,
+    spans: &[(f64, f64)],
+    hold: f64,
+    duration: f64,
+) -> Vec<RecoveryEnd> {
+    // Bin edges as whole bins, rounded so that 2.0 / 0.1 is 20, not 19.999….
+    let to_bin = |t: f64| (t / bin - 1e-9).ceil().max(0.0) as usize;
+    let n = good.len().min(offered.len()).min(to_bin(duration));
+    let ok = |b: usize| offered[b] == 0 || good[b] as f64 >= RECOVERED * offered[b] as f64;
+    spans
+        .iter()
+        .enumerate()
+        .map(|(i, &(_, end))| {
+            let next = spans.get(i + 1).map_or(f64::INFINITY, |s| s.0);
+            let status = |status, ms| RecoveryEnd {
+                fault_end_s: end,
+                ms,
+                status,
+            };
+            if (end + hold).min(next) > duration + 1e-9 {
+                return status(RecoveryStatus::TooLateToTell, None);
+            }
+            let first = to_bin(end);
+            let stop = to_bin(next).min(n);
+            let found = (first..stop)
+                .map(|t| (t, to_bin((t as f64 * bin + hold).min(next))))
+                .take_while(|&(_, z)| z <= n)
+                .find(|&(t, z)| (t..z.max(t + 1)).all(ok));
+            match found {
+                Some((t, _)) => status(
+                    RecoveryStatus::Recovered,
+                    Some(((t as f64 * bin - end) * 1e3).max(0.0).round()),
+                ),
+                None => status(RecoveryStatus::Never, None),
+            }
+        })
+        .collect()
+}
+
+/// `recovery_ms` and its status from the ends: the slowest of the recovered ends, `never` if
+/// any end never recovered, `too_late_to_tell` if none could be told, `None` without ends.
+pub fn recovery_ms(each: &[RecoveryEnd]) -> (Option<f64>, Option<RecoveryStatus>) {
+    if each.is_empty() {
+        return (None, None);
+    }
+    if each.iter().any(|e| e.status == RecoveryStatus::Never) {
+        return (None, Some(RecoveryStatus::Never));
+    }
+    let slowest = each
+        .iter()
+        .filter_map(|e| e.ms)
+        .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))));
+    match slowest {
+        Some(ms) => (Some(ms), Some(RecoveryStatus::Recovered)),
+        None => (None, Some(RecoveryStatus::TooLateToTell)),
+    }
+}
+
 /// Standard deviation ÷ mean (`None` for fewer than two samples or a zero mean).
 pub fn cv(samples: &[f64]) -> Option<f64> {
     if samples.len() < 2 {
@@ -191,8 +319,9 @@ fn round(x: f64) -> f64 {
     (x * 1e4).round() / 1e4
 }
 
-/// The metrics and series of one run.
-pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
+/// The metrics and series of one run; `oracle_goodput` is the scenario's (see
+/// [`crate::oracle`]).
+pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metrics, Series) {
     let d = &out.data;
     let mut lat = d.latencies_us.clone();
     lat.sort_unstable();
@@ -203,8 +332,19 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
         .map(|w| w.1)
         .filter(|end| end + sc.hold <= sc.duration);
     let recovery = window_end.and_then(|end| recovery_s(&d.good, &d.offered, end, sc.hold));
+    let each = recovery_ms_each(
+        &d.good_100ms,
+        &d.offered_100ms,
+        RECOVERY_BIN_S,
+        &fault_spans(sc),
+        sc.hold,
+        sc.duration,
+    );
+    let (recovery_ms, recovery_ms_status) = recovery_ms(&each);
+    let goodput = goodput_ratio(&d.good, &d.offered);
     let metrics = Metrics {
-        goodput_ratio: round(goodput_ratio(&d.good, &d.offered)),
+        goodput_ratio: round(goodput),
+        goodput_vs_oracle: (oracle_goodput > 0.0).then(|| round(goodput / oracle_goodput)),
         amplification: round(amplification(&d.attempts_by_birth, &d.offered, sc.window)),
         amplification_total: round(amplification(&d.attempts_by_birth, &d.offered, None)),
         p50_ms: quantile_ms(&lat, 0.5),
@@ -212,6 +352,9 @@ pub fn summarize(sc: &Scenario, out: &RunOutput) -> (Metrics, Series) {
         p999_ms: quantile_ms(&lat, 0.999),
         recovery_s: recovery.map(round),
         recovered: window_end.map(|_| recovery.is_some()),
+        recovery_ms,
+        recovery_ms_status,
+        recovery_ms_each: each,
         breaker_transitions: out.breaker_transitions,
         hedge_extra_load: out.hedge_extra_load.map(round),
         false_timeout_rate: round(if attempts == 0 {
@@ -288,6 +431,118 @@ mod tests {
         assert_eq!(recovery_s(&dead, &offered, 3.0, 2.0), None);
         // Seconds with nothing offered do not block recovery.
         assert_eq!(recovery_s(&[0, 0, 0], &[0, 0, 0], 0.0, 2.0), Some(0.0));
+    }
+
+    /// 100 ms bins of 100 offered, with `good` per bin given by `f(bin)`.
+    fn bins(n: usize, f: impl Fn(usize) -> u64) -> (Vec<u64>, Vec<u64>) {
+        ((0..n).map(f).collect(), vec![100; n])
+    }
+
+    #[test]
+    fn recovery_ms_counts_from_each_end_in_100ms_bins() {
+        use RecoveryStatus::*;
+        // 30 s in 100 ms bins; a fault from 5 s to 10 s; goodput back from 10.4 s, a dip to
+        // 90% at 11.0 s, then good for good.
+        let (good, offered) = bins(300, |b| match b {
+            50..104 => 0,
+            110 => 90,
+            _ => 96,
+        });
+        let each = recovery_ms_each(&good, &offered, 0.1, &[(5.0, 10.0)], 5.0, 30.0);
+        assert_eq!(
+            each,
+            [RecoveryEnd {
+                fault_end_s: 10.0,
+                ms: Some(1100.0),
+                status: Recovered
+            }]
+        );
+        // A 0.5 s hold is met before the dip.
+        let each = recovery_ms_each(&good, &offered, 0.1, &[(5.0, 10.0)], 0.5, 30.0);
+        assert_eq!(each[0].ms, Some(400.0));
+        // An end mid-bin counts from the next bin.
+        let each = recovery_ms_each(&good, &offered, 0.1, &[(5.0, 10.35)], 0.5, 30.0);
+        assert_eq!(each[0].ms, Some(50.0));
+        // Bins with nothing offered do not block.
+        let quiet = vec![0; 300];
+        let each = recovery_ms_each(&quiet, &quiet, 0.1, &[(5.0, 10.0)], 5.0, 30.0);
+        assert_eq!((each[0].status, each[0].ms), (Recovered, Some(0.0)));
+        // Never: goodput stays at 90%.
+        let (flat, offered) = bins(300, |_| 90);
+        let each = recovery_ms_each(&flat, &offered, 0.1, &[(5.0, 10.0)], 5.0, 30.0);
+        assert_eq!((each[0].status, each[0].ms), (Never, None));
+        // Too late to tell: the run ends 3 s after the fault, less than the 5 s hold, even
+        // though goodput is back at once.
+        let (fine, offered) = bins(300, |_| 100);
+        let each = recovery_ms_each(&fine, &offered, 0.1, &[(5.0, 27.0)], 5.0, 30.0);
+        assert_eq!((each[0].status, each[0].ms), (TooLateToTell, None));
+        // Exactly one hold left is enough.
+        let each = recovery_ms_each(&fine, &offered, 0.1, &[(5.0, 25.0)], 5.0, 30.0);
+        assert_eq!((each[0].status, each[0].ms), (Recovered, Some(0.0)));
+    }
+
+    #[test]
+    fn flapping_recovery_holds_until_the_next_failing_phase() {
+        use RecoveryStatus::*;
+        // 1 s failing / 2 s healthy from 2 s to 11 s: phases [2,3), [5,6), [8,9); the run is
+        // 20 s. After each phase goodput takes 300, 600 and 200 ms to come back.
+        let spans = [(2.0, 3.0), (5.0, 6.0), (8.0, 9.0)];
+        let (good, offered) = bins(200, |b| match b {
+            20..33 | 50..56 | 60..66 | 80..92 => 0,
+            _ => 100,
+        });
+        let each = recovery_ms_each(&good, &offered, 0.1, &spans, 5.0, 20.0);
+        let ms: Vec<_> = each.iter().map(|e| e.ms).collect();
+        // The hold after the first two phases is cut short by the next phase (2 s, not 5 s).
+        assert_eq!(ms, [Some(300.0), Some(600.0), Some(200.0)]);
+        assert!(each.iter().all(|e| e.status == Recovered));
+        assert_eq!(recovery_ms(&each), (Some(600.0), Some(Recovered)));
+        // A healthy phase that never gets back before the next failing phase is `never`, and
+        // then so is the whole.
+        let (bad, offered) = bins(200, |b| match b {
+            20..50 | 80..92 => 0,
+            _ => 100,
+        });
+        let each = recovery_ms_each(&bad, &offered, 0.1, &spans, 5.0, 20.0);
+        assert_eq!(each[0].status, Never);
+        assert_eq!(each[1].ms, Some(0.0));
+        assert_eq!(recovery_ms(&each), (None, Some(Never)));
+        // Too-late ends are left out of the maximum; only too-late ends read as such.
+        let late = RecoveryEnd {
+            fault_end_s: 19.0,
+            ms: None,
+            status: TooLateToTell,
+        };
+        let ok = RecoveryEnd {
+            fault_end_s: 3.0,
+            ms: Some(300.0),
+            status: Recovered,
+        };
+        assert_eq!(recovery_ms(&[ok, late]), (Some(300.0), Some(Recovered)));
+        assert_eq!(recovery_ms(&[late]), (None, Some(TooLateToTell)));
+        assert_eq!(recovery_ms(&[]), (None, None));
+    }
+
+    #[test]
+    fn fault_spans_merge_overlaps_and_fall_back_to_the_window() {
+        use crate::scenario::{expand, parse};
+        let sc = |extra: &str| {
+            let text = format!(
+                "name = \"s\"\nduration_s = 30\n[backend]\nreplicas = 2\nworkers = 2\nmedian_ms = 10\n\
+                 p99_ms = 20\n[load]\nrate = 10\ndeadline_ms = 100\n{extra}"
+            );
+            expand(&parse(&text, "s").unwrap(), false).remove(0)
+        };
+        let two = sc(
+            "[[faults]]\nstart_s = 12\nend_s = 20\nreplicas = [1]\nhang = true\n\
+             [[faults]]\nstart_s = 2\nend_s = 4\nerror_probability = 1.0\n\
+             [[faults]]\nstart_s = 10\nend_s = 15\nreplicas = [0]\ncapacity = 0.5\n",
+        );
+        assert_eq!(fault_spans(&two), [(2.0, 4.0), (10.0, 20.0)]);
+        let steps =
+            sc("[[load.steps]]\nat_s = 5\nrate = 20\n[[load.steps]]\nat_s = 9\nrate = 10\n");
+        assert_eq!(fault_spans(&steps), [(5.0, 9.0)]);
+        assert!(fault_spans(&sc("")).is_empty());
     }
 
     #[test]

@@ -141,6 +141,10 @@ pub struct RunData {
     pub offered: Vec<u64>,
     /// Of those, how many succeeded before their deadline.
     pub good: Vec<u64>,
+    /// Logical requests born in each 100 ms of the run (for `recovery_ms`; not serialized).
+    pub offered_100ms: Vec<u64>,
+    /// Of those, how many succeeded before their deadline.
+    pub good_100ms: Vec<u64>,
     /// Backend attempts received in each second.
     pub attempts: Vec<u64>,
     /// Backend attempts, by the second their logical request was born.
@@ -158,6 +162,8 @@ impl RunData {
         Self {
             offered: vec![0; seconds],
             good: vec![0; seconds],
+            offered_100ms: vec![0; seconds * TENTHS],
+            good_100ms: vec![0; seconds * TENTHS],
             attempts: vec![0; seconds],
             attempts_by_birth: vec![0; seconds],
             latencies_us: Vec::new(),
@@ -166,6 +172,9 @@ impl RunData {
         }
     }
 }
+
+/// 100 ms bins in a second.
+const TENTHS: usize = 10;
 
 /// Collects a run's [`RunData`].
 #[derive(Debug)]
@@ -188,6 +197,11 @@ impl Recorder {
         t.saturating_duration_since(self.start).as_secs() as usize
     }
 
+    /// The 100 ms bin of the run `t` falls in.
+    pub fn tenth(&self, t: Instant) -> usize {
+        (t.saturating_duration_since(self.start).as_millis() / 100) as usize
+    }
+
     fn with(&self, f: impl FnOnce(&mut RunData)) {
         f(&mut self.data.lock().expect("recorder lock"))
     }
@@ -200,16 +214,20 @@ impl Recorder {
 
     /// A logical request was born.
     pub fn offered(&self, born: Instant) {
-        let s = self.second(born);
-        self.with(|d| Self::bump(&mut d.offered, s));
+        let (s, b) = (self.second(born), self.tenth(born));
+        self.with(|d| {
+            Self::bump(&mut d.offered, s);
+            Self::bump(&mut d.offered_100ms, b);
+        });
     }
 
     /// A logical request succeeded at `at`.
     pub fn success(&self, born: Instant, at: Instant) {
-        let s = self.second(born);
+        let (s, b) = (self.second(born), self.tenth(born));
         let us = at.saturating_duration_since(born).as_micros() as u64;
         self.with(|d| {
             Self::bump(&mut d.good, s);
+            Self::bump(&mut d.good_100ms, b);
             d.latencies_us.push(us);
         });
     }
@@ -482,6 +500,27 @@ mod tests {
         assert!((second - 4000.0).abs() < 250.0, "{second}");
         assert_eq!(a, arrivals(&sc, 1));
         assert_ne!(a, arrivals(&sc, 2));
+    }
+
+    #[test]
+    fn the_recorder_keeps_seconds_and_100ms_bins_by_birth() {
+        let start = Instant::now();
+        let rec = Recorder::new(start, 3);
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        rec.offered(at(1250));
+        rec.offered(at(1299));
+        rec.offered(at(2999));
+        rec.success(at(1250), at(2100));
+        rec.offered(at(3000)); // past the run: not recorded
+        let d = rec.take();
+        assert_eq!(d.offered, [0, 2, 1]);
+        assert_eq!(d.good, [0, 1, 0]);
+        assert_eq!(d.offered_100ms.len(), 30);
+        assert_eq!(d.offered_100ms[12], 2);
+        assert_eq!(d.offered_100ms[29], 1);
+        assert_eq!(d.good_100ms[12], 1);
+        assert_eq!(d.offered_100ms.iter().sum::<u64>(), 3);
+        assert_eq!(d.good_100ms.iter().sum::<u64>(), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -1,6 +1,6 @@
 //! The outputs: `report.json`, the stdout table, one SVG chart per scenario and `index.html`.
 
-use crate::metrics::{Metrics, Series};
+use crate::metrics::{Metrics, RecoveryStatus, Series};
 use plotters::prelude::*;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -23,6 +23,10 @@ pub struct ScenarioReport {
     pub description: String,
     /// Offered-load trigger window, seconds.
     pub window: Option<(f64, f64)>,
+    /// Goodput ratio of a clairvoyant client on the same arrivals (see [`crate::oracle`]).
+    pub oracle_goodput: f64,
+    /// The oracle's expected successes each second, by arrival second.
+    pub oracle_series: Vec<f64>,
     /// One entry per stack, in registry order.
     pub stacks: Vec<StackReport>,
 }
@@ -49,15 +53,18 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<32} {:<7} {:>7} {:>6} {:>8} {:>8} {:>8} {:>9} {:>7} {:>6} {:>5} {:>6} {:>6}",
+            "{:<32} {:<13} {:>7} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>5} {:>6} {:>6}",
             "scenario",
             "stack",
             "goodput",
+            "oracle",
+            "vs-oracle",
             "amp",
             "p50_ms",
             "p99_ms",
             "p999_ms",
             "recovery",
+            "rec_ms",
             "false_to",
             "hedge",
             "brk",
@@ -76,17 +83,26 @@ impl Report {
                     (Some(_), Some(r)) => format!("{r:.1}s"),
                     (Some(_), None) => "never".to_owned(),
                 };
+                let rec_ms = match (m.recovery_ms_status, m.recovery_ms) {
+                    (None, _) => "-".to_owned(),
+                    (Some(RecoveryStatus::Recovered), Some(ms)) => format!("{ms:.0}"),
+                    (Some(RecoveryStatus::Never), _) => "never".to_owned(),
+                    (Some(_), _) => "too-late".to_owned(),
+                };
                 let _ = writeln!(
                     s,
-                    "{:<32} {:<7} {:>7.3} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>7.4} {:>6} {:>5} {:>6} {:>6}",
+                    "{:<32} {:<13} {:>7.3} {:>6.3} {:>9} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8.4} {:>6} {:>5} {:>6} {:>6}",
                     sc.name,
                     st.name,
                     m.goodput_ratio,
+                    sc.oracle_goodput,
+                    opt(m.goodput_vs_oracle, 3),
                     m.amplification,
                     opt(m.p50_ms, 1),
                     opt(m.p99_ms, 1),
                     opt(m.p999_ms, 1),
                     recovery,
+                    rec_ms,
                     m.false_timeout_rate,
                     opt(m.hedge_extra_load, 3),
                     m.breaker_transitions
@@ -178,6 +194,9 @@ where
         .unwrap_or(1)
         .max(1);
     let mut ymax: f64 = 1.0;
+    if offered {
+        ymax = sc.oracle_series.iter().copied().fold(ymax, f64::max);
+    }
     for st in &sc.stacks {
         if let Some(v) = pick(st) {
             ymax = v.iter().copied().fold(ymax, f64::max);
@@ -221,6 +240,22 @@ where
             ))?;
         }
     }
+    if offered && !sc.oracle_series.is_empty() {
+        // The limit: what a clairvoyant client would get each second.
+        let style = BLACK.stroke_width(2);
+        chart
+            .draw_series(DashedLineSeries::new(
+                sc.oracle_series
+                    .iter()
+                    .enumerate()
+                    .map(|(i, y)| (i as f64 + 0.5, *y)),
+                6,
+                4,
+                style,
+            ))?
+            .label("oracle")
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], style));
+    }
     for (i, st) in sc.stacks.iter().enumerate() {
         let Some(v) = pick(st) else { continue };
         let c = color(i);
@@ -257,7 +292,7 @@ pub fn chart(sc: &ScenarioReport, path: &Path) -> DrawResult {
     panel(
         &areas[0],
         &format!(
-            "{} — goodput (ok/s, thick) and offered load (req/s, thin)",
+            "{} — goodput (ok/s, thick), oracle (dashed) and offered load (req/s, thin)",
             sc.name
         ),
         sc,

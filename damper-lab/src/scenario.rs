@@ -917,6 +917,24 @@ error_probability = 1.0
     }
 
     #[test]
+    fn flapping_takes_fractional_seconds() {
+        let text = with("flap_on_s = 0.5\nflap_off_s = 1.5\n");
+        let s = &expand(&parse(&text, "f.toml").unwrap(), false)[0];
+        let spans: Vec<_> = s.faults.iter().map(|f| (f.start, f.end)).collect();
+        assert_eq!(spans, [(5.0, 5.5), (7.0, 7.5), (9.0, 9.5)]);
+        // 0.5 s on / 0.5 s off: five phases in the 5 s window, each 0.5 s long.
+        let text = with("flap_on_s = 0.5\nflap_off_s = 0.5\n");
+        let s = &expand(&parse(&text, "f.toml").unwrap(), false)[0];
+        assert_eq!(s.faults.len(), 5);
+        assert!(
+            s.faults
+                .iter()
+                .all(|f| (f.end - f.start - 0.5).abs() < 1e-12)
+        );
+        assert_eq!(s.faults.last().map(|f| f.start), Some(9.0));
+    }
+
+    #[test]
     fn lognormal_mean() {
         // sigma = ln 5 / 2.326; mean = median * exp(sigma^2 / 2)
         let m = mean_service(0.010, 0.050);

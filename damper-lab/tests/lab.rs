@@ -1,6 +1,7 @@
 //! End-to-end: the catalog parses, runs are deterministic, and the baselines reproduce the
 //! known pathologies on a small scale.
 
+use damper_lab::metrics::RecoveryStatus;
 use damper_lab::scenario::{expand, parse};
 use damper_lab::{Options, catalog, load_scenarios, run_scenarios};
 
@@ -40,10 +41,31 @@ fn the_catalog_parses_and_has_every_scenario() {
         "flapping",
         "regime-shift",
         "fleet",
+        "blip",
+        "outage-long",
+        "hang-ends",
+        "flapping-1-5",
+        "flapping-5-1",
+        "flapping-fast",
+        "errors-50",
+        "errors-90",
+        "hung-replica",
+        "many-clients",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    assert_eq!(catalog().len(), 10);
+    assert_eq!(catalog().len(), 20);
+    // Fractional flapping phases survive expansion.
+    let fast = scenarios
+        .iter()
+        .find(|s| s.name == "flapping-fast")
+        .unwrap();
+    assert_eq!(fast.faults.len(), 60);
+    assert!(
+        fast.faults
+            .iter()
+            .all(|f| (f.end - f.start - 0.5).abs() < 1e-9)
+    );
 }
 
 #[test]
@@ -105,6 +127,47 @@ fn catalog_baselines_reproduce_known_pathologies() {
     let none_overload = metrics("overload", "none");
     assert!(none_overload.goodput_ratio < 0.25, "{none_overload:?}");
     assert_eq!(none_overload.recovered, Some(false), "{none_overload:?}");
+    assert_eq!(
+        none_overload.recovery_ms_status,
+        Some(RecoveryStatus::Never),
+        "{none_overload:?}"
+    );
+    // The oracle: nothing helps in an outage (it is what `none` gets); under overload it is
+    // what the backend can serve, above every stack.
+    let oracle = |sc: &str| {
+        report
+            .scenarios
+            .iter()
+            .find(|s| s.name == sc)
+            .unwrap()
+            .oracle_goodput
+    };
+    let none_outage = metrics("outage", "none");
+    assert!(
+        (oracle("outage") - none_outage.goodput_ratio).abs() < 0.01,
+        "{} vs {none_outage:?}",
+        oracle("outage")
+    );
+    assert_eq!(
+        none_outage.recovery_ms_status,
+        Some(RecoveryStatus::Recovered)
+    );
+    let overload = report
+        .scenarios
+        .iter()
+        .find(|s| s.name == "overload")
+        .unwrap();
+    for st in &overload.stacks {
+        assert!(
+            st.metrics.goodput_ratio <= overload.oracle_goodput,
+            "{}: {} > {}",
+            st.name,
+            st.metrics.goodput_ratio,
+            overload.oracle_goodput
+        );
+        let vs = st.metrics.goodput_vs_oracle.unwrap();
+        assert!((vs * overload.oracle_goodput - st.metrics.goodput_ratio).abs() < 1e-3);
+    }
 }
 
 /// With one replica of five down, the damped stack's per-replica gate-mode breakers take it
