@@ -105,6 +105,8 @@ impl Stack for FixedBreakerStack {
             .open_multiplier(1.0)
             .open_jitter(0.0)
             .probes(1)
+            // The classic breaker: nothing goes through while open but the one probe.
+            .trickle(0.0)
             .seed(ctx.seed)
             .build()
             .expect("valid fixed-wait breaker");
@@ -139,9 +141,10 @@ fn damped_client(ctx: &StackCtx<'_>) -> damper::ClientStack<WireClassifier> {
 ///
 /// - under each client's balancer, when there are several replicas: a `KeyedBreakerLayer`
 ///   per client, keyed by replica, wrapping each endpoint through `layer_for` in gate mode
-///   (tower-breaker's `Mode::Gate`, tripping like the client stack's: failure rate or 20
-///   consecutive failures), so p2c routes around an open endpoint instead of the client
-///   failing fast for all of them.
+///   (tower-breaker's `Mode::Gate`, tripping like the client stack's: near-total failure or
+///   load failures, a call abandoned by the client's timeout counting as a timeout), so p2c
+///   routes around an open endpoint instead of the client failing fast for all of them; the
+///   client's endpoint breakers fail open while more than half of them are not closed.
 ///
 /// The driver supplies each request's deadline (the requests carry it through
 /// [`HasDeadline`](damper_core::HasDeadline)).

@@ -57,7 +57,8 @@ async fn a_dependency_that_goes_down_after_a_healthy_window_trips_within_the_run
     let failed = calls.load(Ordering::Relaxed) - 2_000;
     assert_eq!(failed, 101);
     assert_eq!(handles.breaker().unwrap().state(), State::Open);
-    // While open, only the trickle (one call in 20) and the spaced probes reach it.
+    // While open, only the trickle and the spaced probes reach it: one call in 4 at first,
+    // thinning to one in 20 as spaced probes (every 500 ms) keep failing; about 8% over 10 s.
     let before = calls.load(Ordering::Relaxed);
     for i in 0..1_000u32 {
         let _ = svc.ready().await.unwrap().call(i).await;
@@ -65,7 +66,7 @@ async fn a_dependency_that_goes_down_after_a_healthy_window_trips_within_the_run
     }
     let sent = calls.load(Ordering::Relaxed) - before;
     assert!(
-        sent <= 1_000 / 20 + 20,
+        sent <= 1_000 / 10,
         "{sent} of 1,000 calls reached a dead dependency"
     );
 }

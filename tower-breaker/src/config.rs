@@ -354,8 +354,10 @@ impl BreakerConfigBuilder {
     /// trip, and a short ramp, when the dependency heals. Against a dependency that fails for
     /// half a second every second, tripping each time loses more goodput than it saves load;
     /// after a second of near-total failure the saving is worth it (an outage's extra load
-    /// stays near the trickle's 5%). Load failures (timeouts, overload answers) trip at once:
-    /// there sending more is what hurts.
+    /// stays near the trickle's 5%). Timeouts and overload answers with pushback trip at once:
+    /// there sending more is what hurts. A bare overload answer (a 503 without `Retry-After`,
+    /// which is also what a proxy sends for a crashed backend) waits like a fast error, though
+    /// it counts toward `load_failure_rate`.
     pub fn patience(mut self, d: Duration) -> Self {
         self.config.patience = d;
         self

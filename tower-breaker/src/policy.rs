@@ -25,9 +25,10 @@
 //! - it trips on *near-total* failure (a run of failures that the window's success share makes
 //!   unlikely by chance, or a window with no success) that has lasted `patience` (1 s), or at
 //!   once on evidence that load hurts (a share of timeouts and overload answers, or of slow
-//!   calls, or a run ended by a timeout) — not on a share of fast errors, which refusing does
-//!   not cure (that is left to the retry budget); a fast failure shorter than `patience`
-//!   costs the dependency little and a trip would cost a probe's round trip when it heals;
+//!   calls, or a run ended by a timeout or an overload answer with pushback) — not on a
+//!   share of fast errors, which refusing does not cure (that is left to the retry budget);
+//!   a fast failure shorter than `patience` costs the dependency little and a trip would
+//!   cost a probe's round trip when it heals;
 //! - while open it lets through one probe per *probe spacing* and, in fail-fast mode, a
 //!   *trickle* share of the calls (5% by default), so that healing shows within a few calls at
 //!   1,000 rps and within one spacing at 10 rps;
@@ -404,10 +405,15 @@ struct Padded<T>(T);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Verdict {
     Healthy,
-    /// `load`: a timeout or an overload answer, evidence that load hurts.
+    /// `load`: a timeout or an overload answer, evidence that load hurts (counted toward
+    /// `load_failure_rate`). `urgent`: a timeout or an overload answer with pushback, which
+    /// trips without waiting out the patience and, from a probe, grows the spacing; a bare
+    /// overload answer (a 503 without `Retry-After`) is also what a crashed backend behind a
+    /// proxy sends, so alone it waits like a fast error.
     Failed {
         pushback: Option<Duration>,
         load: bool,
+        urgent: bool,
     },
     Neutral,
 }
@@ -460,6 +466,15 @@ fn min_volume(usual: f64) -> u64 {
 /// rest is the retry budget's job.
 const RAMP_RATIO: u64 = 40;
 
+/// The trickle right after a trip on fast errors: one refused call in 4, thinning to the
+/// configured share (one in 20 by default) as spaced probes keep failing. Most fast failures
+/// are short, and the sooner a probe sees the dependency healed the less the trip costs; a
+/// long one pays for the thicker trickle only for its first few spacings.
+const TRICKLE_FIRST: u64 = 4;
+
+/// The run-length half of the consecutive-failure word.
+const RUN_MASK: u64 = u32::MAX as u64;
+
 /// See [`run_needed`].
 const RUN_SCALE: u64 = 10;
 
@@ -471,22 +486,32 @@ fn verdict(outcome: &Outcome) -> Verdict {
             kind: FailureKind::LocalRejection,
             ..
         }) => Verdict::Neutral,
-        Outcome::Failure(f) => Verdict::Failed {
-            pushback: match f.pushback {
+        Outcome::Failure(f) => {
+            let pushback = match f.pushback {
                 Some(Pushback::After(d)) => Some(d),
                 _ => None,
-            },
-            load: matches!(f.kind, FailureKind::Timeout | FailureKind::Overload),
-        },
+            };
+            Verdict::Failed {
+                pushback,
+                load: matches!(f.kind, FailureKind::Timeout | FailureKind::Overload),
+                urgent: f.kind == FailureKind::Timeout
+                    || (f.kind == FailureKind::Overload && pushback.is_some()),
+            }
+        }
     }
 }
 
 /// The breaker's state machine and window. See the [module docs](self).
 pub struct Policy {
     state: Padded<AtomicU64>,
+    /// The current run of failures: its length (low 32 bits) and how many were urgent (high).
     consecutive: Padded<AtomicU64>,
     /// Calls refused while open, for the trickle (only touched while open).
     refused: Padded<AtomicU64>,
+    /// While open, every `trickle_div`-th refused call is let through: [`TRICKLE_FIRST`]
+    /// after a trip on fast errors (most such failures are short), doubling at each spaced
+    /// probe up to `trickle_every`; `trickle_every` at once after load evidence.
+    trickle_div: Padded<AtomicU64>,
     /// The success share (`f64` bits) the probes saw before the last close: the usual share
     /// while the window is too young to tell.
     usual: Padded<AtomicU64>,
@@ -540,6 +565,7 @@ impl Policy {
             state: Padded(AtomicU64::new(Word::new(State::Closed, false, 0, 0, 0).0)),
             consecutive: Padded(AtomicU64::new(0)),
             refused: Padded(AtomicU64::new(0)),
+            trickle_div: Padded(AtomicU64::new(0)),
             usual: Padded(AtomicU64::new(1f64.to_bits())),
             run_start: Padded(AtomicU64::new(0)),
             transitions: AtomicU64::new(0),
@@ -731,14 +757,19 @@ impl Policy {
                             self.until_ms(now, d),
                         );
                         if self.cas(w, next) {
+                            // Each spaced probe is more evidence the dependency is still down:
+                            // the trickle thins towards its configured share.
+                            let every = self.trickle_div.0.load(Ordering::Relaxed);
+                            let thinner = every.saturating_mul(2).min(self.trickle_every);
+                            self.trickle_div.0.store(thinner, Ordering::Relaxed);
                             return (Admission::Admitted(permit), None);
                         }
                         continue;
                     }
-                    if self.trickle_every != 0
+                    let every = self.trickle_div.0.load(Ordering::Relaxed);
+                    if every != 0
                         && !w.held()
-                        && self.refused.0.fetch_add(1, Ordering::Relaxed) % self.trickle_every
-                            == self.trickle_every - 1
+                        && self.refused.0.fetch_add(1, Ordering::Relaxed) % every == every - 1
                     {
                         return (Admission::Admitted(permit), None);
                     }
@@ -834,7 +865,7 @@ impl Policy {
 
     fn probe_outcome(&self, permit: Permit, verdict: Verdict, slow: bool, now: Instant) -> Effect {
         let good = verdict == Verdict::Healthy && !slow;
-        let sick = slow || matches!(verdict, Verdict::Failed { load: true, .. });
+        let sick = slow || matches!(verdict, Verdict::Failed { urgent: true, .. });
         let pushback = verdict.pushback();
         loop {
             let w = self.load();
@@ -949,6 +980,9 @@ impl Policy {
                     let next = Word::new(State::Open, false, level, era + 1, self.until_ms(now, d))
                         .held_if(pushback.is_some());
                     if self.cas(w, next) {
+                        self.trickle_div
+                            .0
+                            .store(self.trickle_every, Ordering::Relaxed);
                         let t =
                             self.transitioned(State::HalfOpen, State::Open, Reason::ProbeFailed);
                         return Effect::Transition(t(now, Some(d), level));
@@ -991,13 +1025,13 @@ impl Policy {
             return Effect::None;
         }
         let epoch = self.window.epoch(self.origin.nanos(now));
-        let (failure, load) = match verdict {
+        let (failure, load, urgent) = match verdict {
             Verdict::Neutral => {
                 self.window.retract(stripe, epoch);
                 return Effect::None;
             }
-            Verdict::Healthy => (false, false),
-            Verdict::Failed { load, .. } => (true, load),
+            Verdict::Healthy => (false, false, false),
+            Verdict::Failed { load, urgent, .. } => (true, load, urgent),
         };
         self.window.record(
             stripe,
@@ -1020,10 +1054,13 @@ impl Policy {
         if w.forced() {
             return Effect::None;
         }
-        let run = if failure {
-            self.consecutive.0.fetch_add(1, Ordering::Relaxed) + 1
+        // The run of failures (low half of the word) and how many of them were urgent (high).
+        let (run, urgent_run) = if failure {
+            let add = 1 | (u64::from(urgent) << 32);
+            let v = self.consecutive.0.fetch_add(add, Ordering::Relaxed) + add;
+            (v & RUN_MASK, v >> 32)
         } else {
-            0
+            (0, 0)
         };
         let now_ms = self.ms(now);
         if run == 1 {
@@ -1031,7 +1068,9 @@ impl Policy {
         }
         // A run of fast errors trips only once it has lasted `patience`: until then sending
         // costs the dependency little, and a trip would cost a probe's round trip at healing.
-        let patient = load
+        // A run mostly of urgent failures (timeouts, pushback) trips at once; a stray timeout
+        // in a run of fast errors does not make it urgent.
+        let patient = (urgent && urgent_run * 2 >= run)
             || now_ms.saturating_sub(self.run_start.0.load(Ordering::Relaxed)) >= self.patience_ms;
         // Of two failures recorded at once, at least one sum must see both (a store-load
         // pattern that needs a full fence; only failures and slow calls pay for it).
@@ -1086,6 +1125,12 @@ impl Policy {
         .held_if(pushback.is_some());
         if self.cas(w, next) {
             self.consecutive.0.store(0, Ordering::Relaxed);
+            let first = if urgent || slow_trigger {
+                self.trickle_every
+            } else {
+                TRICKLE_FIRST.min(self.trickle_every)
+            };
+            self.trickle_div.0.store(first, Ordering::Relaxed);
             let t = self.transitioned(State::Closed, State::Open, reason);
             return Effect::Transition(t(now, Some(d), level));
         }

@@ -231,18 +231,34 @@ fn an_open_breaker_lets_spaced_probes_through_and_a_probe_success_ramps() {
 }
 
 #[test]
-fn one_call_in_twenty_trickles_through_while_open() {
+fn a_trickle_goes_through_while_open_thinning_with_each_spaced_probe() {
     let t0 = Instant::now();
     let p = Policy::new(&cfg().build().unwrap(), t0);
     trip(&p, t0);
-    let at = t0 + ms(100);
-    let admitted: Vec<usize> = (0..100).filter(|_| !rejected(&p, at)).collect();
-    // 5% of 100 calls, evenly: every 20th.
+    let through = |at: Instant| (0..100).filter(|_| !rejected(&p, at)).count();
+    // After fast errors (most are short): one call in 4 at first ...
+    assert_eq!(through(t0 + ms(100)), 25);
+    // ... one in 8 after the first spaced probe, one in 16, then the configured one in 20.
+    for (k, expected) in [(1u64, 12), (2, 6), (3, 5), (4, 5)] {
+        let at = t0 + ms(500 * k);
+        assert!(permit(&p, at).is_probe(), "spaced probe {k}");
+        // The refused-call counter carries over, so a hundred calls hold 100 / n of them,
+        // give or take one.
+        let n = through(at);
+        assert!(n.abs_diff(expected) <= 1, "after probe {k}: {n}");
+    }
+    // After timeouts, the configured share at once.
+    let p = Policy::new(&cfg().build().unwrap(), t0);
+    for _ in 0..19 {
+        call(&p, t0, timeout());
+    }
+    transition(call(&p, t0, timeout()));
+    let admitted: Vec<usize> = (0..100).filter(|_| !rejected(&p, t0 + ms(100))).collect();
     assert_eq!(admitted, vec![19, 39, 59, 79, 99]);
     // Gate mode sends only the spaced probes.
     let p = Policy::new(&cfg().mode(tower_breaker::Mode::Gate).build().unwrap(), t0);
     trip(&p, t0);
-    assert!((0..100).all(|_| rejected(&p, at)));
+    assert!((0..100).all(|_| rejected(&p, t0 + ms(100))));
     assert!(!rejected(&p, t0 + ms(500)));
 }
 
@@ -685,6 +701,16 @@ fn a_run_of_fast_errors_trips_only_once_it_has_lasted_the_patience() {
     call(&p, t0 + ms(900), Outcome::Success);
     for i in 901..1_800u64 {
         assert_eq!(call(&p, t0 + ms(i), fail()), Effect::None);
+    }
+    // A bare overload answer (a 503 without Retry-After) waits like a fast error (while the
+    // window's load-failure rate stays below its threshold).
+    let p = patient(t0);
+    for _ in 0..1_000 {
+        call(&p, t0, Outcome::Success);
+    }
+    let bare = Outcome::Failure(Failure::retryable(FailureKind::Overload));
+    for _ in 0..100 {
+        assert_eq!(call(&p, t0, bare), Effect::None);
     }
     // Timeouts are load failures: they trip at once.
     let p = patient(t0);
