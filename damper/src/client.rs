@@ -450,6 +450,9 @@ impl<C, R, E> ClientStack<C, R, E> {
             if let Some(v) = t.min_samples {
                 l = l.min_samples(v);
             }
+            if let Some(v) = t.deadline_share {
+                l = l.deadline_share(v);
+            }
             Some(
                 l.build()
                     .map_err(|e| field_err("client.timeout", e.field(), e.reason()))?,

@@ -351,6 +351,9 @@ pub struct TimeoutConfig {
     pub fallback: Option<Duration>,
     /// Samples needed before the quantile is trusted.
     pub min_samples: Option<u64>,
+    /// The least share of a request's remaining deadline an attempt waits, in `[0, 1]`
+    /// (default 1/3).
+    pub deadline_share: Option<f64>,
 }
 
 impl Default for TimeoutConfig {
@@ -363,6 +366,7 @@ impl Default for TimeoutConfig {
             ceiling: None,
             fallback: None,
             min_samples: None,
+            deadline_share: None,
         }
     }
 }

@@ -23,12 +23,25 @@ use std::time::Duration;
 /// | `growth_window` | 500 ms | |
 /// | `backoff_after` | 3 | consecutive timeouts (with no success between) that count as "the latency moved above the timeout" |
 /// | `backoff_factor` | 2.0 | TCP doubles its RTO on each timeout |
+/// | `deadline_share` | 1/3 | an attempt of a request with a deadline waits at least this share of what is left of it (see below) |
 /// | `max_samples_per_sec` | 2000 | above this rate latencies are sampled (see below): 20 000 samples per 10 s window still put 20 above p99.9 |
 ///
 /// # Why `multiplier` must be at least 1
 /// Timed-out attempts are recorded at the timeout value (they are censored samples). With a
 /// multiplier below one, a run of timeouts would pull the quantile down to the timeout, and the
 /// next timeout below it: the timeout would ratchet down to the floor.
+///
+/// # Why an attempt gets a share of the deadline
+/// A timeout is worth its cut only if a fresh attempt can do better than the one it abandons:
+/// against a lost or hung attempt it can, against a dependency that got slower as a whole (a
+/// brownout) it cannot, and every abandoned attempt that would have answered in time is lost
+/// work. The quantile learns a latency step, but only as fast as the anti-ratchet lets it
+/// (4× a second); meanwhile a 10× step would time out most attempts, and their retries too.
+/// So an attempt of a request with a deadline is never cut before `deadline_share` of what is
+/// left of the deadline, up to `ceiling` (a third: the first attempt of a 1 s request waits at
+/// least 333 ms, which leaves room for two more): a hung attempt still leaves time for
+/// retries, and a slow one gets its chance. Requests without a deadline follow the quantile
+/// alone; 0 turns the share off.
 ///
 /// # Sampling
 /// Measuring an attempt's latency costs a clock read and a histogram update, and reporting it
@@ -72,6 +85,8 @@ pub struct TimeoutConfig {
     pub backoff_factor: f64,
     /// Above this many attempts per second, measure only a sample of them (`≥ 1`).
     pub max_samples_per_sec: u32,
+    /// The least share of a request's remaining deadline an attempt may wait, in `[0, 1]`.
+    pub deadline_share: f64,
 }
 
 impl Default for TimeoutConfig {
@@ -89,6 +104,7 @@ impl Default for TimeoutConfig {
             backoff_after: 3,
             backoff_factor: 2.0,
             max_samples_per_sec: 2000,
+            deadline_share: 1.0 / 3.0,
         }
     }
 }
@@ -135,6 +151,9 @@ impl TimeoutConfig {
         }
         if self.max_samples_per_sec == 0 {
             return Err(err("max_samples_per_sec", "must be at least 1"));
+        }
+        if !(0.0..=1.0).contains(&self.deadline_share) {
+            return Err(err("deadline_share", "must be in [0, 1]"));
         }
         Ok(())
     }

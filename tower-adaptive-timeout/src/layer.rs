@@ -146,6 +146,9 @@ impl AdaptiveTimeoutBuilder {
         backoff_factor: f64;
         /// Above this many attempts per second, latencies are sampled. Default 2000.
         max_samples_per_sec: u32;
+        /// The least share of a request's remaining deadline an attempt waits, in `[0, 1]`.
+        /// Default 1/3; see [`TimeoutConfig`](crate::TimeoutConfig#why-an-attempt-gets-a-share-of-the-deadline).
+        deadline_share: f64;
     }
 
     /// Learns from a shared histogram instead of a new one (10 s window). Share it with a hedge

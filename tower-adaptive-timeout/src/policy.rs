@@ -265,10 +265,16 @@ impl AdaptivePolicy {
                 if remaining.is_zero() {
                     return Decision::Expired;
                 }
-                if remaining < adaptive {
+                // Never cut before the attempt had its share of what is left (see
+                // `TimeoutConfig`'s "Why an attempt gets a share of the deadline").
+                let share = remaining
+                    .mul_f64(self.cfg.deadline_share)
+                    .min(self.cfg.ceiling);
+                let wait = adaptive.max(share);
+                if remaining <= wait {
                     (remaining, true)
                 } else {
-                    (adaptive, false)
+                    (wait, false)
                 }
             }
             None => (adaptive, false),
@@ -611,13 +617,33 @@ mod tests {
         assert_eq!(p.histogram().count(t0 + 30 * MS), 0);
         assert_eq!(p.state().generation, 0);
 
-        // A far deadline does not shorten the attempt.
+        // A far deadline does not shorten the attempt; the attempt waits at least a third of
+        // it, up to the ceiling.
         let far = Deadline::after(t0, Duration::from_secs(60));
         let Decision::Attempt(a) = p.decide(t0, Some(far)) else {
             panic!("not expired")
         };
-        assert_eq!(a.timeout(), Duration::from_secs(1));
+        assert_eq!(a.timeout(), Duration::from_secs(10));
         assert!(!a.limited_by_deadline());
+        let near = Deadline::after(t0, Duration::from_secs(6));
+        let Decision::Attempt(a) = p.decide(t0, Some(near)) else {
+            panic!("not expired")
+        };
+        assert_eq!(a.timeout(), Duration::from_secs(2));
+        assert_eq!(a.adaptive(), Duration::from_secs(1));
+        assert!(!a.limited_by_deadline());
+        // With the share off, the adaptive timeout alone.
+        let off = policy(
+            TimeoutConfig {
+                deadline_share: 0.0,
+                ..TimeoutConfig::default()
+            },
+            t0,
+        );
+        let Decision::Attempt(a) = off.decide(t0, Some(near)) else {
+            panic!("not expired")
+        };
+        assert_eq!(a.timeout(), Duration::from_secs(1));
 
         assert_eq!(p.decide(t0 + 30 * MS, Some(d)), Decision::Expired);
     }

@@ -157,8 +157,20 @@ async fn the_deadline_bounds_the_attempt() {
     // The deadline fired at 30 ms, not the 1 s fallback; the policy learned nothing from it.
     assert_eq!(layer.histogram().count(Instant::now()), 0);
 
-    // A distant deadline leaves the adaptive timeout in charge.
-    let req = Req::with_deadline(Deadline::after(Instant::now(), Duration::from_secs(60)));
+    // A distant deadline: the attempt waits a third of it (but no longer than the ceiling),
+    // here longer than the 1 s adaptive timeout.
+    let req = Req::with_deadline(Deadline::after(Instant::now(), Duration::from_secs(12)));
+    let err = attempt(&mut svc, &mut handle, req, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert_eq!(elapsed(&err), Duration::from_secs(4));
+    // With the share off the adaptive timeout alone is in charge.
+    let layer = AdaptiveTimeoutLayer::builder()
+        .deadline_share(0.0)
+        .build()
+        .unwrap();
+    let (mut svc, mut handle) = mock::spawn_layer(layer);
+    let req = Req::with_deadline(Deadline::after(Instant::now(), Duration::from_secs(12)));
     let err = attempt(&mut svc, &mut handle, req, Duration::from_secs(5))
         .await
         .unwrap_err();
