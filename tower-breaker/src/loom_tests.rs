@@ -176,8 +176,8 @@ fn loom_concurrent_failures_trip_once() {
     });
 }
 
-/// One probe fails while another is dropped: the breaker reopens and no slot is leaked or
-/// freed twice.
+/// One probe times out while another is dropped: the breaker reopens and no slot is leaked
+/// or freed twice.
 #[test]
 fn loom_probe_failure_races_a_dropped_probe() {
     loom::model(|| {
@@ -191,7 +191,9 @@ fn loom_probe_failure_races_a_dropped_probe() {
         };
         let failing = {
             let p = p.clone();
-            thread::spawn(move || p.on_outcome(a, &fail(), later, 0))
+            // A timeout: a sick probe reopens a half-open breaker at once.
+            let timeout = Outcome::Failure(Failure::retryable(FailureKind::Timeout));
+            thread::spawn(move || p.on_outcome(a, &timeout, later, 0))
         };
         let dropping = {
             let p = p.clone();
