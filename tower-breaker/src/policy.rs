@@ -511,12 +511,12 @@ pub struct Policy {
     /// While open, every `trickle_div`-th refused call is let through: [`TRICKLE_FIRST`]
     /// after a trip on fast errors (most such failures are short), doubling at each spaced
     /// probe up to `trickle_every`; `trickle_every` at once after load evidence.
-    trickle_div: Padded<AtomicU64>,
+    trickle_div: AtomicU64,
     /// The success share (`f64` bits) the probes saw before the last close: the usual share
     /// while the window is too young to tell.
-    usual: Padded<AtomicU64>,
+    usual: AtomicU64,
     /// When the current run of failures started (ms after the origin).
-    run_start: Padded<AtomicU64>,
+    run_start: AtomicU64,
     transitions: AtomicU64,
     window: Window,
     origin: Origin,
@@ -565,9 +565,9 @@ impl Policy {
             state: Padded(AtomicU64::new(Word::new(State::Closed, false, 0, 0, 0).0)),
             consecutive: Padded(AtomicU64::new(0)),
             refused: Padded(AtomicU64::new(0)),
-            trickle_div: Padded(AtomicU64::new(0)),
-            usual: Padded(AtomicU64::new(1f64.to_bits())),
-            run_start: Padded(AtomicU64::new(0)),
+            trickle_div: AtomicU64::new(0),
+            usual: AtomicU64::new(1f64.to_bits()),
+            run_start: AtomicU64::new(0),
             transitions: AtomicU64::new(0),
             window: Window::new(config.window, config.stripes),
             origin: Origin::new(origin),
@@ -759,14 +759,14 @@ impl Policy {
                         if self.cas(w, next) {
                             // Each spaced probe is more evidence the dependency is still down:
                             // the trickle thins towards its configured share.
-                            let every = self.trickle_div.0.load(Ordering::Relaxed);
+                            let every = self.trickle_div.load(Ordering::Relaxed);
                             let thinner = every.saturating_mul(2).min(self.trickle_every);
-                            self.trickle_div.0.store(thinner, Ordering::Relaxed);
+                            self.trickle_div.store(thinner, Ordering::Relaxed);
                             return (Admission::Admitted(permit), None);
                         }
                         continue;
                     }
-                    let every = self.trickle_div.0.load(Ordering::Relaxed);
+                    let every = self.trickle_div.load(Ordering::Relaxed);
                     if every != 0
                         && !w.held()
                         && self.refused.0.fetch_add(1, Ordering::Relaxed) % every == every - 1
@@ -981,7 +981,6 @@ impl Policy {
                         .held_if(pushback.is_some());
                     if self.cas(w, next) {
                         self.trickle_div
-                            .0
                             .store(self.trickle_every, Ordering::Relaxed);
                         let t =
                             self.transitioned(State::HalfOpen, State::Open, Reason::ProbeFailed);
@@ -996,7 +995,7 @@ impl Policy {
     /// usual share until the window holds enough calls to tell (see [`run_needed`]).
     fn set_usual(&self, successes: u64, failures: u64) {
         let share = successes as f64 / (successes + failures).max(1) as f64;
-        self.usual.0.store(share.to_bits(), Ordering::Relaxed);
+        self.usual.store(share.to_bits(), Ordering::Relaxed);
     }
 
     /// The word of a breaker closing at `now` from generation `era` at `level`.
@@ -1064,14 +1063,14 @@ impl Policy {
         };
         let now_ms = self.ms(now);
         if run == 1 {
-            self.run_start.0.store(now_ms, Ordering::Relaxed);
+            self.run_start.store(now_ms, Ordering::Relaxed);
         }
         // A run of fast errors trips only once it has lasted `patience`: until then sending
         // costs the dependency little, and a trip would cost a probe's round trip at healing.
         // A run mostly of urgent failures (timeouts, pushback) trips at once; a stray timeout
         // in a run of fast errors does not make it urgent.
         let patient = (urgent && urgent_run * 2 >= run)
-            || now_ms.saturating_sub(self.run_start.0.load(Ordering::Relaxed)) >= self.patience_ms;
+            || now_ms.saturating_sub(self.run_start.load(Ordering::Relaxed)) >= self.patience_ms;
         // Of two failures recorded at once, at least one sum must see both (a store-load
         // pattern that needs a full fence; only failures and slow calls pay for it).
         fence(Ordering::SeqCst);
@@ -1081,7 +1080,7 @@ impl Policy {
         let total = c.total.max(c.failures).max(c.slow);
         let mut reason = None;
         if let (Some(n), true) = (self.consecutive_failures, patient) {
-            let usual = f64::from_bits(self.usual.0.load(Ordering::Relaxed));
+            let usual = f64::from_bits(self.usual.load(Ordering::Relaxed));
             if run >= n && run >= run_needed(n, run, total, c.failures, self.min_requests, usual) {
                 reason = Some(Reason::ConsecutiveFailures);
             }
@@ -1090,7 +1089,7 @@ impl Policy {
             let t = total as f64;
             // A young window after a close to a dependency that fails often: the failure
             // rate needs as much volume as a run would.
-            let usual = f64::from_bits(self.usual.0.load(Ordering::Relaxed));
+            let usual = f64::from_bits(self.usual.load(Ordering::Relaxed));
             if failure
                 && c.failures as f64 >= self.failure_rate * t
                 && total >= min_volume(usual)
@@ -1130,7 +1129,7 @@ impl Policy {
             } else {
                 TRICKLE_FIRST.min(self.trickle_every)
             };
-            self.trickle_div.0.store(first, Ordering::Relaxed);
+            self.trickle_div.store(first, Ordering::Relaxed);
             let t = self.transitioned(State::Closed, State::Open, reason);
             return Effect::Transition(t(now, Some(d), level));
         }
