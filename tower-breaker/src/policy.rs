@@ -146,9 +146,6 @@ pub enum Reason {
     SlowCallRate,
     /// `consecutive_failures` failures in a row.
     ConsecutiveFailures,
-    /// The open period ended and a probe was admitted (no longer used: an open breaker lets
-    /// probes through without leaving the open state).
-    ProbeDue,
     /// A probe succeeded while open: the breaker ramps up.
     ProbeSucceeded,
     /// The window's share of load failures (timeouts, overload answers) reached

@@ -359,13 +359,52 @@ async fn keyed_layer_for_shares_state_across_endpoint_services() {
     assert_ready!(other.poll_ready()).unwrap();
 }
 
+/// How replica 0 of [`three_replicas`] misbehaves.
+#[derive(Clone, Copy)]
+enum Sick {
+    /// Fails every call.
+    Down,
+    /// Never answers.
+    Hung,
+}
+
+/// A p2c balancer over three replicas, each behind its gate in `keyed`; replica 0 is `sick`,
+/// the others echo. `calls[i]` counts the calls that reach replica `i`.
+fn three_replicas<E>(
+    keyed: &KeyedBreakerLayer<usize, E>,
+    calls: &[std::sync::Arc<std::sync::atomic::AtomicUsize>],
+    sick: Sick,
+) -> impl Service<u32, Response = u32, Error = BoxError> {
+    use std::sync::atomic::Ordering;
+    use tower::balance::p2c::Balance;
+    use tower::discover::ServiceList;
+    use tower::load::{CompleteOnResponse, PendingRequests};
+    let endpoints: Vec<_> = (0..3usize)
+        .map(|i| {
+            let calls = calls[i].clone();
+            let backend = service_fn(move |req: u32| {
+                calls.fetch_add(1, Ordering::Relaxed);
+                async move {
+                    match (i, sick) {
+                        (0, Sick::Down) => Err(BoxError::from("replica down")),
+                        (0, Sick::Hung) => std::future::pending().await,
+                        _ => Ok(req),
+                    }
+                }
+            });
+            PendingRequests::new(
+                keyed.layer_for(&i).layer(backend),
+                CompleteOnResponse::default(),
+            )
+        })
+        .collect();
+    Balance::new(ServiceList::new(endpoints))
+}
+
 #[tokio::test(start_paused = true)]
 async fn gate_mode_under_p2c_routes_around_an_open_endpoint() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tower::balance::p2c::Balance;
-    use tower::discover::ServiceList;
-    use tower::load::{CompleteOnResponse, PendingRequests};
 
     let keyed = KeyedBreakerLayer::new(
         cfg()
@@ -377,25 +416,8 @@ async fn gate_mode_under_p2c_routes_around_an_open_endpoint() {
         |_: &u32| (),
     );
     let calls: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-    let endpoints: Vec<_> = (0..3usize)
-        .map(|i| {
-            let calls = calls[i].clone();
-            // Replica 0 is down; the others answer.
-            let backend = service_fn(move |req: u32| {
-                calls.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    if i == 0 {
-                        Err(BoxError::from("replica down"))
-                    } else {
-                        Ok(req)
-                    }
-                }
-            });
-            let svc = keyed.layer_for(&i).layer(backend);
-            PendingRequests::new(svc, CompleteOnResponse::default())
-        })
-        .collect();
-    let mut balance = Balance::new(ServiceList::new(endpoints));
+    // Replica 0 is down; the others answer.
+    let mut balance = three_replicas(&keyed, &calls, Sick::Down);
     let mut ok = 0;
     for i in 0..300 {
         if balance.ready().await.unwrap().call(i).await.is_ok() {
@@ -540,33 +562,14 @@ async fn slow_calls_trip_through_the_service() {
 async fn gate_mode_sees_a_hung_endpoint_through_its_abandoned_calls() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use tower::balance::p2c::Balance;
-    use tower::discover::ServiceList;
-    use tower::load::{CompleteOnResponse, PendingRequests};
 
     let keyed = KeyedBreakerLayer::new(
         cfg().min_requests(5).mode(Mode::Gate).build().unwrap(),
         |_: &u32| (),
     );
     let calls: Vec<Arc<AtomicUsize>> = (0..3).map(|_| Arc::new(AtomicUsize::new(0))).collect();
-    let endpoints: Vec<_> = (0..3usize)
-        .map(|i| {
-            let calls = calls[i].clone();
-            // Replica 0 hangs; the others answer.
-            let backend = service_fn(move |req: u32| {
-                calls.fetch_add(1, Ordering::Relaxed);
-                async move {
-                    if i == 0 {
-                        std::future::pending::<()>().await;
-                    }
-                    Ok::<_, BoxError>(req)
-                }
-            });
-            let svc = keyed.layer_for(&i).layer(backend);
-            PendingRequests::new(svc, CompleteOnResponse::default())
-        })
-        .collect();
-    let mut balance = Balance::new(ServiceList::new(endpoints));
+    // Replica 0 hangs; the others answer.
+    let mut balance = three_replicas(&keyed, &calls, Sick::Hung);
     let mut ok = 0;
     for i in 0..300 {
         // The caller gives up after 100 ms, dropping the call: gate mode counts that as a
