@@ -245,6 +245,9 @@ impl<C, R, E> ClientStack<C, R, E> {
         if let Some(v) = b.ttl {
             budget = budget.ttl(v);
         }
+        if let Some(v) = b.reserve {
+            budget = budget.reserve(v);
+        }
         let budget = budget
             .build()
             .map_err(|e| field_err("client.budget", e.field(), e.reason()))?;

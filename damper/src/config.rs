@@ -98,15 +98,19 @@ fn on() -> bool {
 pub struct BudgetConfig {
     /// Tokens credited per good response, in `(0, 1]` (default 0.1).
     pub ratio: Option<f64>,
-    /// The cap on banked tokens.
+    /// The cap on banked tokens (default 100,000, a backstop: the decay keeps the bank far
+    /// below it).
     pub max_tokens: Option<f64>,
-    /// Tokens at start.
+    /// Tokens at start (default 1, the reserve).
     pub initial: Option<f64>,
-    /// Floor of extra attempts per second, for low-traffic clients (default 10).
+    /// Floor of extra attempts per second whatever the traffic (default 0, off).
     pub min_per_sec: Option<f64>,
-    /// How long banked tokens last.
+    /// Decay time constant of the tokens above the reserve (default 500 ms): the bank holds
+    /// about what the last `ttl` of good traffic earned.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
+    /// Tokens that never decay (default 1), so a quiet client can still retry.
+    pub reserve: Option<f64>,
 }
 
 /// Jitter applied to retry backoff.

@@ -52,7 +52,9 @@
 //!
 //! The couplings that make the client stack one damped system rather than five independent
 //! loops:
-//! - **one budget** for retries and hedges: total attempts ≤ (1 + ratio) × requests + floor;
+//! - **one budget** for retries and hedges: total attempts ≤ (1 + ratio) × requests + one
+//!   reserve token per client, and the bank follows each client's own rate (about half a
+//!   second of its good traffic);
 //! - **one latency histogram** read by the adaptive timeout and the hedge delay (the hedge
 //!   layer records when hedging is on, since it also sees the attempts it supersedes; the
 //!   timeout otherwise; censored timeouts included either way);

@@ -125,8 +125,9 @@ async fn main() -> Result<(), BoxError> {
         report(label, p, &outcomes, sent);
     }
     println!(
-        "\nOn a good day the budget (10% of successes + 10/s) pays for a retry of nearly every \
-         failure; on a bad day it runs dry, so extra load stays bounded instead of tripling."
+        "\nOn a good day the budget (10% of successes, banked for about half a second) pays for \
+         a retry of nearly every failure; on a bad day it runs dry, so extra load stays \
+         bounded instead of tripling."
     );
 
     server.abort();

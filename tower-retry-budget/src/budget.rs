@@ -1,4 +1,4 @@
-//! The retry budget: a token bucket funded by good responses, plus a per-second floor.
+//! The retry budget: a token bucket funded by good responses, whose bank follows the rate.
 //!
 //! # Why budgets and not max retries?
 //! "Retry up to 3 times" multiplies load by up to 3 at the worst possible moment: when the
@@ -10,16 +10,18 @@
 //! # How it works
 //! [`RetryBudget`] implements damper-core's [`Budget`]:
 //! - every good response [`deposit`](Budget::deposit)s `ratio` tokens (default 0.1) into a
-//!   [`TokenBucket`] capped at `max_tokens` (default 10);
+//!   [`TokenBucket`] capped at `max_tokens` (default 100,000, a backstop);
+//! - the tokens above a small `reserve` (default 1) decay with time constant `ttl` (default
+//!   500 ms), so the bank holds about `reserve + ratio × successes per second × ttl`: what the
+//!   last half second of good traffic earned, **in proportion to the client's own rate**. A
+//!   client at 1,000 rps banks about 51 tokens, one at 2 rps about 1.1;
+//! - the reserve never decays, so a client that sends one request a minute keeps the token
+//!   that ten successes earned and can retry its next failure. The budget starts with it;
 //! - every extra attempt (a retry, or a hedge sharing the budget) must
-//!   [`try_withdraw`](Budget::try_withdraw) one token first. The bucket is tried **first**; only
-//!   when it cannot pay is the floor asked;
-//! - the floor lets `min_per_sec` extra attempts through every second (default 10/s), whatever
-//!   the traffic, so a client that sends one request a minute can still retry. It is a GCRA
-//!   (governor's [`RateLimiter`]) running on the `now` the callers pass in, so tokio's paused
-//!   clock drives it in tests and simulations;
-//! - optionally, banked tokens decay ([`RetryBudgetBuilder::ttl`]) so that old successes stop
-//!   funding retries.
+//!   [`try_withdraw`](Budget::try_withdraw) one token first. Only when the bucket cannot pay is
+//!   the optional floor asked: `min_per_sec` extra attempts every second whatever the traffic
+//!   (default 0, off). It is a GCRA (governor's [`RateLimiter`]) running on the `now` the
+//!   callers pass in, so tokio's paused clock drives it in tests and simulations.
 //!
 //! Bucket first, floor second: the healthy path (bucket has tokens) costs one compare-and-swap
 //! and never touches the floor, and the floor stays whole for the moment the bucket runs dry —
@@ -56,17 +58,25 @@
 //! interval). Decay only ever removes tokens, so it never loosens the bound. A property test
 //! checks it over arbitrary sequences of deposits, withdrawals and clock advances.
 //!
-//! # Choosing `max_tokens` (default 10)
-//! The cap is what a long healthy period can save up for the first moments of an outage: with
-//! every request failing, deposits stop, and the bucket pays out its whole balance at once. A cap
-//! of 10 is one second's worth of the default floor, so the onset of an outage costs at most
-//! as much extra load as one extra second of floor — a small, fixed burst whatever the client's
-//! rate. Larger caps (AWS SDKs bank 500) let a busy, healthy client fund hundreds of retries in
-//! the first second of an outage, exactly the synchronized surge that tips a struggling
-//! dependency into metastable failure. Smaller caps (below 2 or 3) make ordinary bursts of
-//! independent failures exhaust the budget even at a 1% failure rate. In steady state the cap
-//! does not limit anything: with failure rate `f ≤ ratio` the bucket is refilled faster than it
-//! is drained.
+//! With the defaults (no floor, `initial` = `reserve` = 1) that is `1 + ratio × successes`
+//! per client, and for N clients together `N + ratio × successes`: retries are a tenth of good
+//! traffic plus one token per client, earned back by ten successes. In any one second a client
+//! sending `r` requests per second spends at most what it banked (`reserve + ratio × r ×
+//! ttl`) plus what that second's successes earn, so the worst second of an outage's onset has
+//! at most `1 + ratio × ttl + reserve / r` attempts per request: 1.06 at 100 rps, 1.15 at
+//! 10 rps. Below a few requests per second the reserve dominates that one second; set
+//! `reserve(0.0)` for a large fleet of very quiet clients that must never retry in step.
+//!
+//! # Why the bank follows the rate
+//! An absolute cap cannot be right at every rate. A cap of 10 is 20 seconds of earnings at
+//! 5 rps, so a fleet of quiet clients banks far more than a tenth of its traffic and pays it
+//! out together in the first second of an outage; and it is a fiftieth of a second at 500 rps,
+//! so a burst of overload rejections (a backend at 85% load shedding a queue spike) empties
+//! it and failures that one retry 30 ms later would have fixed reach the caller. The decay
+//! makes the bank a fixed *time* of the client's own good traffic instead; `max_tokens` is
+//! left as a backstop. Deposits never read the clock: the decay is applied by withdrawals (and
+//! balance reads), at most once per `ttl / 16`, counting what was credited since the last
+//! application as earned evenly over that time.
 //!
 //! ```
 //! use damper_core::Budget;
@@ -75,8 +85,7 @@
 //!
 //! let budget = RetryBudget::builder()
 //!     .ratio(0.1)
-//!     .max_tokens(10.0)
-//!     .min_per_sec(0.0) // no floor, for the arithmetic below
+//!     .initial(0.0) // start empty, for the arithmetic below
 //!     .build()
 //!     .expect("valid budget");
 //! let now = Instant::now();
@@ -110,9 +119,13 @@ use tokio::time::Instant;
 /// The default share of good traffic that may be spent on extra attempts.
 pub const DEFAULT_RATIO: f64 = 0.1;
 /// The default cap on banked tokens; see the [module docs](self) for why.
-pub const DEFAULT_MAX_TOKENS: f64 = 10.0;
-/// The default floor of extra attempts per second.
-pub const DEFAULT_MIN_PER_SEC: f64 = 10.0;
+pub const DEFAULT_MAX_TOKENS: f64 = 100_000.0;
+/// The default floor of extra attempts per second: none (the reserve lets a quiet client retry).
+pub const DEFAULT_MIN_PER_SEC: f64 = 0.0;
+/// The default decay time constant of the tokens above the reserve.
+pub const DEFAULT_TTL: Duration = Duration::from_millis(500);
+/// The default reserve: tokens that never decay, and the tokens the budget starts with.
+pub const DEFAULT_RESERVE: f64 = 1.0;
 /// The smallest non-zero floor: one extra attempt a day. A slower floor is no floor at all, and
 /// its period (`1 / min_per_sec`) would not fit a `Duration` below about 5.4e-20.
 const MIN_FLOOR_PER_SEC: f64 = 1.0 / 86_400.0;
@@ -156,13 +169,17 @@ impl Clock for TokioClock {
 
 type Floor = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Nanos>>;
 
-/// Exponential decay of banked tokens, applied at most once per tick by whichever caller wins
-/// the tick's compare-and-swap.
+/// Exponential decay of banked tokens above the reserve, applied at most once per tick by
+/// whichever withdrawal (or balance read) wins the tick's compare-and-swap. Deposits never read
+/// the clock: the tokens credited since the last application are taken to have arrived evenly
+/// over the time since (see `decay_slow`).
 #[derive(Debug)]
 struct Decay {
     ttl_secs: f64,
     tick_ns: u64,
     last: AtomicU64,
+    /// The tokens above the reserve right after the last application, as `f64` bits.
+    after: AtomicU64,
 }
 
 /// The configuration a [`RetryBudget`] was built with; with feature `serde` it can be read from
@@ -181,8 +198,10 @@ pub struct BudgetConfig {
     pub min_per_sec: f64,
     /// How many floor attempts may be taken at once.
     pub floor_burst: u32,
-    /// Decay time constant of banked tokens, if any.
+    /// Decay time constant of the banked tokens above `reserve`, if any.
     pub ttl: Option<Duration>,
+    /// Tokens that never decay (the first `reserve` tokens of the balance).
+    pub reserve: f64,
 }
 
 impl Default for BudgetConfig {
@@ -190,10 +209,11 @@ impl Default for BudgetConfig {
         Self {
             ratio: DEFAULT_RATIO,
             max_tokens: DEFAULT_MAX_TOKENS,
-            initial: 0.0,
+            initial: DEFAULT_RESERVE,
             min_per_sec: DEFAULT_MIN_PER_SEC,
             floor_burst: 1,
-            ttl: None,
+            ttl: Some(DEFAULT_TTL),
+            reserve: DEFAULT_RESERVE,
         }
     }
 }
@@ -256,20 +276,26 @@ impl RetryBudgetBuilder {
         self
     }
 
-    /// The cap on banked tokens, in `[1, 1e9]`. Default 10; see the module docs for why.
+    /// The cap on banked tokens, in `[1, 1e9]`. Default 100,000: with the default decay the
+    /// bank stays far below it, and the cap only has to hold what a busy client credits
+    /// between two withdrawals (the decay is applied then). Without decay
+    /// ([`no_decay`](Self::no_decay)) set it low, 10 or so: the whole cap is paid out in the
+    /// first moments of an outage.
     pub fn max_tokens(mut self, max_tokens: f64) -> Self {
         self.config.max_tokens = max_tokens;
         self
     }
 
-    /// Tokens in the bucket when built, in `[0, max_tokens]`. Default 0.
+    /// Tokens in the bucket when built, in `[0, max_tokens]`. Default 1 (the default reserve).
     pub fn initial(mut self, initial: f64) -> Self {
         self.config.initial = initial;
         self
     }
 
     /// Extra attempts per second allowed whatever the traffic: 0 disables the floor, otherwise
-    /// in `[1/86400, 1e6]` (from one attempt a day to a million a second). Default 10.
+    /// in `[1/86400, 1e6]` (from one attempt a day to a million a second). Default 0: a floor
+    /// is per client and per second whatever the client sends, so a fleet of quiet clients
+    /// multiplies it (see the module docs).
     pub fn min_per_sec(mut self, min_per_sec: f64) -> Self {
         self.config.min_per_sec = min_per_sec;
         self
@@ -286,9 +312,24 @@ impl RetryBudgetBuilder {
     /// day), so old successes stop funding retries: a token is worth `e^(−age/ttl)`, under 5%
     /// after `3 × ttl`. The decay is applied lazily, by the first call after each tick of
     /// `ttl / 16`. With deposits arriving steadily the balance settles where Finagle's
-    /// sliding TTL window of the same length would put it. Default: no decay.
+    /// sliding TTL window of the same length would put it. Only the tokens above the
+    /// [`reserve`](Self::reserve) decay. Default 500 ms.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.config.ttl = Some(ttl);
+        self
+    }
+
+    /// Turns decay off: banked tokens last until spent, up to `max_tokens`.
+    pub fn no_decay(mut self) -> Self {
+        self.config.ttl = None;
+        self
+    }
+
+    /// Tokens that never decay, in `[0, max_tokens]`: the first `reserve` tokens of the
+    /// balance. Default 1, so a client that sends one request a minute keeps the token that
+    /// ten successes earned and can retry its next failure.
+    pub fn reserve(mut self, reserve: f64) -> Self {
+        self.config.reserve = reserve;
         self
     }
 
@@ -311,8 +352,8 @@ impl RetryBudgetBuilder {
 }
 
 impl RetryBudget {
-    /// Starts from the defaults: ratio 0.1, 10 tokens at most, none at first, a floor of 10 extra
-    /// attempts per second (burst 1), no decay.
+    /// Starts from the defaults: ratio 0.1, 100,000 tokens at most, a reserve of 1 token (also the
+    /// balance at first), tokens above it decaying with a 500 ms time constant, no floor.
     pub fn builder() -> RetryBudgetBuilder {
         RetryBudgetBuilder::default()
     }
@@ -347,6 +388,9 @@ impl RetryBudget {
         } else {
             None
         };
+        if !(config.reserve.is_finite() && (0.0..=config.max_tokens).contains(&config.reserve)) {
+            return Err(ConfigError::new("reserve", "must be in [0, max_tokens]"));
+        }
         let decay = match config.ttl {
             None => None,
             Some(ttl) if ttl < Duration::from_millis(1) || ttl > Duration::from_secs(86_400) => {
@@ -358,6 +402,7 @@ impl RetryBudget {
                 // that the decay's compare-and-swap stays off the hot path.
                 tick_ns: u64::try_from((ttl / 16).as_nanos()).unwrap_or(u64::MAX),
                 last: AtomicU64::new(0),
+                after: AtomicU64::new((config.initial - config.reserve).max(0.0).to_bits()),
             }),
         };
         let gauge = metrics::gauge!(
@@ -418,9 +463,25 @@ impl RetryBudget {
         {
             return; // another caller is applying this tick
         }
+        // What was above the reserve after the last application decays for the whole `dt`.
+        // Anything credited since is taken to have arrived evenly over `dt`: its mean weight
+        // is (ttl / dt)(1 − e^(−dt/ttl)), so steady traffic at `r` good responses per second
+        // leaves `ratio × r × ttl` above the reserve however rarely this runs.
         let dt = (now_ns - last) as f64 / 1e9;
-        let lose = 1.0 - (-dt / d.ttl_secs).exp();
-        self.bucket.drain(self.bucket.balance() * lose);
+        let keep = (-dt / d.ttl_secs).exp();
+        let above = self.bucket.balance() - self.config.reserve;
+        let before = f64::from_bits(d.after.load(Ordering::Relaxed));
+        let kept = if above <= 0.0 {
+            0.0
+        } else if above > before {
+            before * keep + (above - before) * (d.ttl_secs / dt) * (1.0 - keep)
+        } else {
+            above * keep
+        };
+        if above > kept {
+            self.bucket.drain(above - kept);
+        }
+        d.after.store(kept.max(0.0).to_bits(), Ordering::Relaxed);
         self.publish();
     }
 
@@ -466,9 +527,11 @@ impl RetryBudget {
 
 impl Budget for RetryBudget {
     #[inline]
-    fn deposit(&self, now: Instant) {
-        self.decay(now);
-        // A deposit into a full bucket changes nothing: no gauge work on the success path.
+    fn deposit(&self, _now: Instant) {
+        // Deposits do not apply the decay and never read `now` (see `Decay`): the retry layer
+        // dates them with the instant it was built at, to skip the clock. The next withdrawal
+        // applies the decay, counting what was credited since the last one as earned evenly
+        // over that time. A deposit into a full bucket changes nothing: no gauge work.
         if self.bucket.deposit() {
             self.publish();
         }
@@ -520,7 +583,13 @@ mod tests {
                 RetryBudget::builder().max_tokens(f64::INFINITY),
                 "max_tokens",
             ),
-            (RetryBudget::builder().initial(11.0), "initial"),
+            (RetryBudget::builder().initial(100_001.0), "initial"),
+            (RetryBudget::builder().reserve(-1.0), "reserve"),
+            (RetryBudget::builder().reserve(f64::NAN), "reserve"),
+            (
+                RetryBudget::builder().max_tokens(5.0).reserve(6.0),
+                "reserve",
+            ),
             (RetryBudget::builder().min_per_sec(-1.0), "min_per_sec"),
             (RetryBudget::builder().min_per_sec(f64::NAN), "min_per_sec"),
             (RetryBudget::builder().min_per_sec(2e6), "min_per_sec"),
@@ -558,20 +627,76 @@ mod tests {
         let b = RetryBudget::builder().build().unwrap();
         let c = b.config();
         assert_eq!(c.ratio, 0.1);
-        assert_eq!(c.max_tokens, 10.0);
-        assert_eq!(c.initial, 0.0);
-        assert_eq!(c.min_per_sec, 10.0);
+        assert_eq!(c.max_tokens, 100_000.0);
+        assert_eq!(c.initial, 1.0);
+        assert_eq!(c.reserve, 1.0);
+        assert_eq!(c.min_per_sec, 0.0);
         assert_eq!(c.floor_burst, 1);
-        assert_eq!(c.ttl, None);
+        assert_eq!(c.ttl, Some(Duration::from_millis(500)));
+    }
+
+    /// Deposits `rate` successes per second for `secs` seconds, then counts the withdrawals an
+    /// outage's first instant gets.
+    fn onset_burst(b: &RetryBudget, base: Instant, rate: u64, secs: u64) -> usize {
+        let n = rate * secs;
+        for i in 0..n {
+            b.deposit(base + Duration::from_nanos(i * 1_000_000_000 / rate));
+        }
+        let end = base + Duration::from_secs(secs);
+        (0..100_000).filter(|_| b.try_withdraw(end)).count()
+    }
+
+    #[test]
+    fn the_bank_follows_the_clients_own_rate() {
+        // reserve + ratio × rate × ttl: 1 + 0.1 × rate × 0.5 s, less the decay of the tick in
+        // progress (at most ttl / 16).
+        for (rate, low, high) in [(1_000, 46, 51), (100, 5, 6), (10, 1, 1), (2, 1, 1)] {
+            let base = Instant::now();
+            let b = RetryBudget::builder().build_at(base).unwrap();
+            let burst = onset_burst(&b, base, rate, 20);
+            assert!((low..=high).contains(&burst), "{rate} rps: {burst}");
+        }
+        // Without decay the same 20 s at 1,000 rps bank 2,000 tokens (and the initial one).
+        let base = Instant::now();
+        let b = RetryBudget::builder().no_decay().build_at(base).unwrap();
+        assert_eq!(onset_burst(&b, base, 1_000, 20), 2_001);
+    }
+
+    #[test]
+    fn the_reserve_outlives_a_quiet_minute() {
+        // One request a minute: ten successes over ten minutes earn a token, and it is still
+        // there a minute later, whatever the decay.
+        let base = Instant::now();
+        let b = RetryBudget::builder().initial(0.0).build_at(base).unwrap();
+        for m in 0..10 {
+            b.deposit(t(base, m * 60_000));
+        }
+        assert!(b.try_withdraw(t(base, 11 * 60_000)));
+        assert!(!b.try_withdraw(t(base, 11 * 60_000)));
+        // With no reserve the decay takes it.
+        let c = RetryBudget::builder()
+            .initial(0.0)
+            .reserve(0.0)
+            .build_at(base)
+            .unwrap();
+        for m in 0..10 {
+            c.deposit(t(base, m * 60_000));
+        }
+        assert!(!c.try_withdraw(t(base, 11 * 60_000)));
+    }
+
+    #[test]
+    fn a_new_budget_can_retry_its_first_failure() {
+        let base = Instant::now();
+        let b = RetryBudget::builder().build_at(base).unwrap();
+        assert!(b.try_withdraw(base));
+        assert!(!b.try_withdraw(base));
     }
 
     #[test]
     fn ten_successes_pay_for_one_retry() {
         let base = Instant::now();
-        let b = RetryBudget::builder()
-            .min_per_sec(0.0)
-            .build_at(base)
-            .unwrap();
+        let b = RetryBudget::builder().initial(0.0).build_at(base).unwrap();
         for _ in 0..9 {
             b.deposit(base);
         }
@@ -585,7 +710,8 @@ mod tests {
     fn the_cap_bounds_the_burst_at_outage_onset() {
         let base = Instant::now();
         let b = RetryBudget::builder()
-            .min_per_sec(0.0)
+            .max_tokens(10.0)
+            .no_decay()
             .build_at(base)
             .unwrap();
         for _ in 0..100_000 {
@@ -600,6 +726,7 @@ mod tests {
         let base = Instant::now();
         let b = RetryBudget::builder()
             .min_per_sec(10.0)
+            .initial(0.0)
             .build_at(base)
             .unwrap();
         // Burst 1 at the start, then one every 100 ms.
@@ -636,8 +763,8 @@ mod tests {
     fn decay_forgets_old_successes() {
         let base = Instant::now();
         let b = RetryBudget::builder()
-            .min_per_sec(0.0)
             .initial(10.0)
+            .reserve(0.0)
             .ttl(Duration::from_secs(10))
             .build_at(base)
             .unwrap();
@@ -652,8 +779,8 @@ mod tests {
         // Decay in many small steps compounds to the same result as one big step, up to the
         // decay not yet applied in the current tick (ttl / 16).
         let c = RetryBudget::builder()
-            .min_per_sec(0.0)
             .initial(10.0)
+            .reserve(0.0)
             .ttl(Duration::from_secs(10))
             .build_at(base)
             .unwrap();
@@ -672,9 +799,9 @@ mod tests {
     fn decay_reaches_tokens_leased_to_a_thread() {
         let base = Instant::now();
         let b = RetryBudget::builder()
-            .min_per_sec(0.0)
             .max_tokens(1000.0)
             .initial(1000.0)
+            .reserve(0.0)
             .ttl(Duration::from_secs(10))
             .build_at(base)
             .unwrap();
@@ -798,13 +925,13 @@ mod loom_tests {
     use super::*;
     use loom::thread;
 
-    /// A budget with no floor and a 1 s decay, its clock starting at `base`.
+    /// A budget with no floor, no reserve and a 1 s decay, its clock starting at `base`.
     fn decaying(ratio: f64, max: f64, initial: f64, base: Instant) -> Arc<RetryBudget> {
         RetryBudget::builder()
             .ratio(ratio)
             .max_tokens(max)
             .initial(initial)
-            .min_per_sec(0.0)
+            .reserve(0.0)
             .ttl(Duration::from_secs(1))
             .build_at(base)
             .unwrap()

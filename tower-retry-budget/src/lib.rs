@@ -30,13 +30,17 @@
 //! metastable outages. Here every retry must withdraw a token from a [`RetryBudget`], and only
 //! good responses deposit (0.1 token each by default). While the dependency is healthy the odd
 //! failure is retried as usual; when it fails wholesale, deposits stop and so do retries, and
-//! extra load stays a bounded share of good traffic plus a small per-second floor:
+//! extra load stays a bounded share of good traffic (plus an optional per-second floor, off by
+//! default):
 //!
 //! ```text
 //! extra attempts ≤ initial + ratio × good responses + floor_burst + min_per_sec × elapsed
 //! ```
 //!
-//! See [`budget`] for the bucket, the floor, decay and the choice of defaults.
+//! The bank follows each client's own rate: tokens above a one-token reserve decay with a
+//! 500 ms time constant, so a client holds about what its last half second of good traffic
+//! earned, and a fleet of quiet clients cannot save up a storm. See [`budget`] for the bucket,
+//! the reserve, the decay, the floor and the choice of defaults.
 //!
 //! # What the retry layer does
 //! A [`RetryLayer`] builds [`Retry`]. After each attempt it classifies the result with a

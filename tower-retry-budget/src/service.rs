@@ -58,16 +58,17 @@ pub(crate) struct Shared<B, C, P> {
 /// Whether `budget` may read the `now` passed to [`Budget::deposit`].
 ///
 /// Reading the clock costs as much as the rest of the success path (tens of nanoseconds on a
-/// virtual machine), and the budgets damper ships ignore `now` on deposit unless they decay.
-/// Those are recognised here and credited without a clock reading; any other budget, including
-/// one behind `Arc<dyn Budget>`, gets a fresh `now` every time.
+/// virtual machine), and the budgets damper ships ignore `now` on deposit (a decaying
+/// [`RetryBudget`](crate::RetryBudget) applies its decay on withdrawals). Those are recognised
+/// here and credited without a clock reading; any other budget, including one behind
+/// `Arc<dyn Budget>`, gets a fresh `now` every time.
 pub(crate) fn deposit_reads_clock<B: 'static>(budget: &B) -> bool {
     use damper_core::budget::{Empty, TokenBucket, Unlimited};
     let any = budget as &dyn std::any::Any;
-    if let Some(b) = any.downcast_ref::<Arc<crate::RetryBudget>>() {
-        return b.config().ttl.is_some();
-    }
-    !(any.is::<Unlimited>() || any.is::<Empty>() || any.is::<Arc<TokenBucket>>())
+    !(any.is::<Arc<crate::RetryBudget>>()
+        || any.is::<Unlimited>()
+        || any.is::<Empty>()
+        || any.is::<Arc<TokenBucket>>())
 }
 
 /// Retries failed requests under a budget, a deadline and an attempt limit.
@@ -191,13 +192,14 @@ mod tests {
 
     #[test]
     fn only_budgets_known_to_ignore_the_date_skip_the_clock() {
-        let plain = crate::RetryBudget::builder().build().unwrap();
+        let plain = crate::RetryBudget::builder().no_decay().build().unwrap();
         assert!(!deposit_reads_clock(&plain));
+        // A decaying budget applies its decay on withdrawals, never on deposits.
         let decaying = crate::RetryBudget::builder()
             .ttl(Duration::from_secs(1))
             .build()
             .unwrap();
-        assert!(deposit_reads_clock(&decaying));
+        assert!(!deposit_reads_clock(&decaying));
         let dynamic: Arc<dyn Budget> = plain;
         assert!(deposit_reads_clock(&dynamic));
         assert!(!deposit_reads_clock(&Unlimited::new()));

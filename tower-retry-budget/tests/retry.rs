@@ -24,7 +24,7 @@ fn fixed_backoff(ms: u64) -> Backoff {
 fn budget(initial: f64) -> Arc<RetryBudget> {
     RetryBudget::builder()
         .initial(initial)
-        .min_per_sec(0.0)
+        .no_decay()
         .build()
         .unwrap()
 }
@@ -79,22 +79,25 @@ async fn retries_a_failure_after_the_backoff_and_returns_the_success() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn deposits_into_a_decaying_budget_are_dated_now() {
+async fn a_decaying_budget_banks_what_the_last_ttl_of_traffic_earned() {
     let b = RetryBudget::builder()
         .initial(10.0)
-        .min_per_sec(0.0)
+        .reserve(0.0)
         .ttl(Duration::from_secs(1))
         .build()
         .unwrap();
     let (mut svc, mut handle) =
         mock::spawn_layer::<u32, u32, _>(plain(b.clone(), 10).build().unwrap());
-    advance(Duration::from_secs(20)).await;
-    let mut fut = task::spawn(svc.call_ready(1));
-    handle.next_request().await.unwrap().1.send_response(1);
-    assert_ready_ok!(fut.poll());
-    // Twenty time constants later, the ten old tokens are gone; the new deposit is not.
+    // 20 s at 100 successes per second, with no withdrawal to apply the decay on the way: the
+    // ten initial tokens are forgotten, and the bank holds about ratio × rate × ttl = 10.
+    for i in 0..2000 {
+        advance(Duration::from_millis(10)).await;
+        let mut fut = task::spawn(svc.call_ready(i));
+        handle.next_request().await.unwrap().1.send_response(i);
+        assert_ready_ok!(fut.poll());
+    }
     let balance = b.balance(Instant::now());
-    assert!((balance - 0.1).abs() < 1e-3, "{balance}");
+    assert!((balance - 10.0).abs() < 0.01, "{balance}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -362,7 +365,7 @@ fn budget_exhaustion_counts_the_metric() {
             let b = RetryBudget::builder()
                 .name("orders")
                 .initial(1.0)
-                .min_per_sec(0.0)
+                .no_decay()
                 .build()
                 .unwrap();
             let layer = RetryLayer::builder(b)
