@@ -194,9 +194,18 @@ fn retry_budget() {
     bad_each!(v, "max_tokens", [0.0, 0.5, 2e9, NAN, INF, NEG_INF], |m| b()
         .max_tokens(m)
         .build());
-    bad_each!(v, "initial", [-1.0, 11.0, NAN, INF], |i| b()
+    bad_each!(v, "initial", [-1.0, 100_001.0, NAN, INF], |i| b()
         .initial(i)
         .build());
+    bad_each!(v, "reserve", [-0.001, NAN, INF, NEG_INF], |r| b()
+        .reserve(r)
+        .build());
+    bad!(
+        v,
+        "reserve above a lowered cap",
+        "reserve",
+        b().max_tokens(2.0).initial(0.0).reserve(3.0).build()
+    );
     bad!(
         v,
         "initial above a lowered cap",
@@ -1097,7 +1106,8 @@ fn facade_client_config_from_toml() {
         ("budget.max_tokens = inf", "client.budget.max_tokens"),
         ("budget.max_tokens = 0.5", "client.budget.max_tokens"),
         ("budget.initial = -1.0", "client.budget.initial"),
-        ("budget.initial = 11.0", "client.budget.initial"),
+        ("budget.initial = 100001.0", "client.budget.initial"),
+        ("budget.reserve = -1.0", "client.budget.reserve"),
         ("budget.min_per_sec = -inf", "client.budget.min_per_sec"),
         ("budget.min_per_sec = 2e6", "client.budget.min_per_sec"),
         ("budget.ttl = \"0s\"", "client.budget.ttl"),

@@ -384,7 +384,7 @@ async fn gate_mode_releases_a_reserved_probe_when_the_service_is_dropped() {
 async fn a_retry_dropped_during_backoff_leaves_the_budget_consistent() {
     let budget = RetryBudget::builder()
         .initial(5.0)
-        .min_per_sec(0.0)
+        .no_decay()
         .build()
         .unwrap();
     let layer = RetryLayer::builder(budget.clone())

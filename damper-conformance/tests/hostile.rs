@@ -398,7 +398,11 @@ async fn deadline_layer_clamps_and_ignores_garbage_grpc_timeouts() {
 /// Runs `ClientStack::http()` (with or without its breaker) against a server that answers 429
 /// forever, at 100 requests a second for ten virtual minutes; returns what the server saw and
 /// what callers got.
-async fn http_client_against_429_forever(retry_after: Option<&'static [u8]>, breaker: bool) -> Run {
+async fn http_client_against_429_forever(
+    retry_after: Option<&'static [u8]>,
+    breaker: bool,
+    floor_per_sec: Option<f64>,
+) -> Run {
     const RPS: u64 = 100;
     const RUN: Duration = Duration::from_secs(600);
     let deadline = secs(10);
@@ -408,7 +412,10 @@ async fn http_client_against_429_forever(retry_after: Option<&'static [u8]>, bre
     let layer = ClientStack::http()
         .deadline(deadline)
         .seed(3)
-        .configure(|c| c.retry.max_pushback = Some(clamp))
+        .configure(|c| {
+            c.retry.max_pushback = Some(clamp);
+            c.budget.min_per_sec = floor_per_sec;
+        })
         .breaker(breaker)
         .build()
         .unwrap();
@@ -440,8 +447,8 @@ async fn http_client_against_429_forever(retry_after: Option<&'static [u8]>, bre
         done,
         deadline,
         clamp,
-        initial: 0.0,
-        floor_per_sec: 10.0,
+        initial: budget.config().initial,
+        floor_per_sec: budget.config().min_per_sec,
         transitions: breaker.map(|b| b.transitions()),
         balance: budget.balance(Instant::now()),
         start,
@@ -502,8 +509,9 @@ impl Run {
             }
         }
         // Amplification: no success ever deposits, so extra attempts come only from the
-        // initial tokens and the floor (one token of burst).
-        let bound = self.initial + self.floor_per_sec * self.elapsed.as_secs_f64() + 1.0;
+        // initial tokens and the floor, if any (one token of burst).
+        let burst = if self.floor_per_sec > 0.0 { 1.0 } else { 0.0 };
+        let bound = self.initial + self.floor_per_sec * self.elapsed.as_secs_f64() + burst;
         let extra = self.extra_attempts() as f64;
         assert!(
             extra <= bound,
@@ -526,9 +534,9 @@ impl Run {
 
 #[tokio::test(start_paused = true)]
 async fn http_client_against_a_server_answering_429_forever() {
-    let hostile = http_client_against_429_forever(Some(TEN_YEARS), true).await;
+    let hostile = http_client_against_429_forever(Some(TEN_YEARS), true, None).await;
     hostile.check_bounds();
-    let plain = http_client_against_429_forever(None, true).await;
+    let plain = http_client_against_429_forever(None, true, None).await;
     plain.check_bounds();
     // The run lasted the ten minutes plus at most one deadline.
     assert!(hostile.elapsed <= secs(600) + hostile.deadline);
@@ -566,11 +574,25 @@ async fn http_client_against_a_server_answering_429_forever() {
     );
 }
 
-/// Without a breaker every retry reaches the server: the budget alone bounds them, and the
-/// floor is the only source of tokens when nothing ever succeeds.
+/// Without a breaker every retry reaches the server: the budget alone bounds them. Nothing ever
+/// succeeds, so with the defaults (no floor) only the reserve the budget starts with is spent;
+/// with a floor, the floor is the only source of tokens.
 #[tokio::test(start_paused = true)]
 async fn retry_budget_alone_bounds_attempts_against_429_forever() {
-    let run = http_client_against_429_forever(Some(TEN_YEARS), false).await;
+    let run = http_client_against_429_forever(Some(TEN_YEARS), false, None).await;
+    run.check_bounds();
+    assert_eq!(run.floor_per_sec, 0.0, "no floor by default");
+    assert_eq!(
+        run.extra_attempts() as f64,
+        run.initial,
+        "only the initial reserve is spent"
+    );
+    assert!(
+        run.initial >= 1.0,
+        "a new client can retry its first failure"
+    );
+
+    let run = http_client_against_429_forever(Some(TEN_YEARS), false, Some(10.0)).await;
     run.check_bounds();
     let extra = run.extra_attempts() as f64;
     let floor = run.floor_per_sec * run.elapsed.as_secs_f64();
