@@ -258,6 +258,14 @@ impl LatencyHistogram {
         })
     }
 
+    /// The window this histogram was built with.
+    pub fn config(&self) -> HistogramConfig {
+        HistogramConfig {
+            window: Duration::from_nanos(self.sub.d.saturating_mul(self.slots.len() as u64)),
+            sub_windows: self.slots.len(),
+        }
+    }
+
     fn epoch(&self, now: Instant) -> u64 {
         self.sub.div(self.origin.nanos(now))
     }
@@ -425,6 +433,61 @@ impl Snapshot {
         (self.min != u64::MAX).then(|| Duration::from_nanos(self.min))
     }
 
+    /// The largest sample, as its bucket's midpoint.
+    pub fn max(&self) -> Option<Duration> {
+        let i = self.counts.iter().rposition(|&c| c > 0)?;
+        Some(Duration::from_nanos(bucket_value(i)))
+    }
+
+    /// These samples less `other`'s, bucket by bucket (never below zero): the samples of a
+    /// histogram without those also recorded into a second one, such as the censored
+    /// (timed-out) attempts an adaptive timeout records apart. The minimum is kept.
+    pub fn minus(&self, other: &Snapshot) -> Snapshot {
+        let counts: Vec<u64> = self
+            .counts
+            .iter()
+            .zip(other.counts.iter().chain(std::iter::repeat(&0)))
+            .map(|(a, b)| a.saturating_sub(*b))
+            .collect();
+        let total = counts.iter().sum();
+        Snapshot {
+            counts,
+            total,
+            min: self.min,
+        }
+    }
+
+    /// The mean and the standard deviation of the samples' natural logarithms (of their
+    /// buckets' midpoints in nanoseconds), or `None` with fewer than two samples: the
+    /// parameters of the log-normal distribution fitted to them.
+    pub fn log_moments(&self) -> Option<(f64, f64)> {
+        if self.total < 2 {
+            return None;
+        }
+        let n = self.total as f64;
+        let logs = || {
+            self.counts
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c > 0)
+                .map(|(i, c)| ((bucket_value(i).max(1) as f64).ln(), *c as f64))
+        };
+        let mean = logs().map(|(l, c)| l * c).sum::<f64>() / n;
+        let var = logs().map(|(l, c)| (l - mean).powi(2) * c).sum::<f64>() / (n - 1.0);
+        Some((mean, var.sqrt()))
+    }
+
+    /// The `q` quantile (clamped to `(0, 1)`) of the log-normal distribution fitted to the
+    /// samples ([`log_moments`](Self::log_moments)), or `None` with fewer than two. From a few
+    /// dozen samples this estimates a far quantile (p99.9) that the samples themselves cannot
+    /// show: their largest is only about their `1 − 1/n` quantile. Service latencies are often
+    /// close to log-normal; callers that must not under-estimate should take the larger of
+    /// this and [`max`](Self::max), or widen the spread ([`log_normal_quantile`]).
+    pub fn fitted_quantile(&self, q: f64) -> Option<Duration> {
+        let (mean, sd) = self.log_moments()?;
+        Some(log_normal_quantile(mean, sd, q))
+    }
+
     /// The `q` quantile (clamped to `[0, 1]`): the value of rank `⌈q·n⌉`, reported as its
     /// bucket's midpoint (never below the observed minimum).
     pub fn quantile(&self, q: f64) -> Option<Duration> {
@@ -443,6 +506,72 @@ impl Snapshot {
             }
         }
         None
+    }
+}
+
+/// The `q` quantile (clamped to `(0, 1)`) of the log-normal distribution whose logarithm (of
+/// nanoseconds) has mean `mean` and standard deviation `sd`.
+pub fn log_normal_quantile(mean: f64, sd: f64, q: f64) -> Duration {
+    let q = if q.is_nan() {
+        0.5
+    } else {
+        q.clamp(1e-9, 1.0 - 1e-9)
+    };
+    let ns = (mean + normal_quantile(q) * sd).exp();
+    if ns.is_finite() {
+        Duration::from_nanos(ns.min(u64::MAX as f64) as u64)
+    } else {
+        Duration::from_nanos(u64::MAX)
+    }
+}
+
+/// The standard normal distribution's `p` quantile, for `p` in `(0, 1)`: Acklam's rational
+/// approximation (relative error below 1.2e-9), written out from its published coefficients.
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    const B: [f64; 5] = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    const D: [f64; 4] = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    const LOW: f64 = 0.024_25;
+    let tail = |q: f64| {
+        let r = (-2.0 * q.ln()).sqrt();
+        (((((C[0] * r + C[1]) * r + C[2]) * r + C[3]) * r + C[4]) * r + C[5])
+            / ((((D[0] * r + D[1]) * r + D[2]) * r + D[3]) * r + 1.0)
+    };
+    if p < LOW {
+        tail(p)
+    } else if p > 1.0 - LOW {
+        -tail(1.0 - p)
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
 
@@ -506,6 +635,82 @@ impl QuantileCache {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn normal_quantiles_match_the_tables() {
+        for (p, z) in [
+            (0.5, 0.0),
+            (0.975, 1.959_964),
+            (0.025, -1.959_964),
+            (0.99, 2.326_348),
+            (0.999, 3.090_232),
+            (0.001, -3.090_232),
+            (0.999_99, 4.264_891),
+        ] {
+            assert!(
+                (normal_quantile(p) - z).abs() < 1e-5,
+                "{p}: {}",
+                normal_quantile(p)
+            );
+        }
+    }
+
+    /// `n` latencies at evenly spaced quantiles of a log-normal with median `median_ms` and
+    /// log standard deviation `sigma`.
+    fn log_normal(h: &LatencyHistogram, now: Instant, n: usize, median_ms: f64, sigma: f64) {
+        for i in 0..n {
+            let z = normal_quantile((i as f64 + 0.5) / n as f64);
+            let ms = median_ms * (sigma * z).exp();
+            h.record(Duration::from_secs_f64(ms / 1e3), now);
+        }
+    }
+
+    #[test]
+    fn a_log_normal_fit_finds_the_far_tail_from_twenty_samples() {
+        let now = Instant::now();
+        let h = LatencyHistogram::new(now);
+        // Median 10 ms, p99 50 ms: sigma = ln 5 / 2.326; the true p99.9 is about 84 ms.
+        let sigma = 5f64.ln() / 2.326_348;
+        log_normal(&h, now, 20, 10.0, sigma);
+        let snap = h.snapshot(now);
+        let truth = 10.0 * (sigma * 3.090_232).exp();
+        let fitted = snap.fitted_quantile(0.999).unwrap().as_secs_f64() * 1e3;
+        assert!(
+            (fitted / truth - 1.0).abs() < 0.15,
+            "{fitted} ms vs {truth} ms"
+        );
+        // The samples alone cannot show it: their largest is near their p97.5.
+        let max = snap.max().unwrap().as_secs_f64() * 1e3;
+        assert!(max < 0.6 * truth, "{max} ms");
+        assert_eq!(
+            LatencyHistogram::new(now)
+                .snapshot(now)
+                .fitted_quantile(0.999),
+            None
+        );
+    }
+
+    #[test]
+    fn minus_removes_the_other_histograms_samples() {
+        let now = Instant::now();
+        let all = LatencyHistogram::new(now);
+        let censored = LatencyHistogram::with_config(all.config(), now).unwrap();
+        assert_eq!(censored.config(), HistogramConfig::default());
+        for ms in [5, 6, 7, 300, 300] {
+            all.record(Duration::from_millis(ms), now);
+        }
+        censored.record(Duration::from_millis(300), now);
+        censored.record(Duration::from_millis(300), now);
+        let ok = all.snapshot(now).minus(&censored.snapshot(now));
+        assert_eq!(ok.count(), 3);
+        let max = ok.max().unwrap();
+        assert!(
+            max >= Duration::from_millis(7) && max < Duration::from_millis(8),
+            "{max:?}"
+        );
+        // Never below zero.
+        assert_eq!(censored.snapshot(now).minus(&all.snapshot(now)).count(), 0);
+    }
 
     #[test]
     fn divisor_matches_hardware_division() {

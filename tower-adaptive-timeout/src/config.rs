@@ -16,8 +16,8 @@ use std::time::Duration;
 /// | `multiplier` | 1.5 | headroom above p99.9: a windowed estimate of a far tail is noisy, and a timeout *at* the quantile would cut exactly the 0.1 % you meant to keep. Must be ≥ 1, see below |
 /// | `floor` | 10 ms | below this, scheduler and GC pauses on the caller, not the dependency, cause timeouts |
 /// | `ceiling` | 10 s | the longest one attempt may ever wait (the Microsoft standard handler's attempt timeout); the overall deadline belongs to [`DeadlineLayer`](crate::DeadlineLayer) |
-/// | `fallback` | 1 s | used until `min_samples` exist (TCP's initial RTO) |
-/// | `min_samples` | 100 | with fewer than `1/(1−q)` samples the quantile is the window's maximum, an *over*-estimate, which is the safe side; below 100 even that is noise |
+/// | `fallback` | 1 s | used until 16 latencies are known (TCP's initial RTO) |
+/// | `min_samples` | 100 | samples in the window from which its own quantile is used; with fewer (a client at a few requests a second), the quantile of a running log-normal fit of the last ~32 answers, so the timeout still adapts (see the [`policy`](crate::policy) module) |
 /// | `refresh` | 100 ms | how often the quantile is recomputed (a walk of the histogram); fast enough to adapt within a second, rare enough to cost nothing per request |
 /// | `max_growth` | 2.0 per `growth_window` | anti-ratchet: an overloaded dependency can drag the timeout up at most 4× per second |
 /// | `growth_window` | 500 ms | |
@@ -69,9 +69,10 @@ pub struct TimeoutConfig {
     pub floor: Duration,
     /// The largest timeout ever used (`≥ floor`).
     pub ceiling: Duration,
-    /// The timeout used until `min_samples` latencies are in the window (in `[floor, ceiling]`).
+    /// The timeout used until 16 latencies are known (in `[floor, ceiling]`).
     pub fallback: Duration,
-    /// Samples needed in the histogram's window before the quantile is trusted (`≥ 1`).
+    /// Samples needed in the histogram's window before its own quantile is used (`≥ 1`);
+    /// below, a log-normal fit of the latest answers is.
     pub min_samples: u64,
     /// How often the quantile is recomputed (`≥ 1 ms`).
     pub refresh: Duration,

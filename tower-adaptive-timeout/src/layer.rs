@@ -130,9 +130,10 @@ impl AdaptiveTimeoutBuilder {
         floor: Duration;
         /// The largest timeout. Default 10 s.
         ceiling: Duration;
-        /// The timeout used until `min_samples` latencies are known. Default 1 s.
+        /// The timeout used until 16 latencies are known. Default 1 s.
         fallback: Duration;
-        /// Samples needed before the quantile is trusted. Default 100.
+        /// Samples in the window from which its own quantile is used (below, a log-normal fit
+        /// of the latest answers). Default 100.
         min_samples: u64;
         /// How often the quantile is recomputed. Default 100 ms.
         refresh: Duration;

@@ -31,7 +31,7 @@
 //!     });
 //!
 //! assert_eq!(client.ready().await?.call(21).await?, 42);
-//! // Until 100 latencies are known, the fallback (1 s) applies.
+//! // Until 16 latencies are known, the fallback (1 s) applies.
 //! assert_eq!(handle.current_timeout(tokio::time::Instant::now()), Duration::from_secs(1));
 //!
 //! // Errors say which limit was hit.

@@ -8,18 +8,20 @@
 //! The timeout for an attempt is the *effective* timeout, `max(base, backoff)`, cut to the
 //! request's remaining deadline:
 //!
-//! - **base**: `clamp(quantile(q) × multiplier, floor, ceiling)` over the latency histogram, or
-//!   `fallback` while the window holds fewer than `min_samples` latencies. It is recomputed at most
-//!   once per `refresh` by whichever caller first notices the refresh is due (one
-//!   compare-and-swap; the others keep reading the previous value), through a
-//!   [`QuantileCache`]. No request walks the histogram. The quantile is the larger of the whole
+//! - **base**: `clamp(quantile(q) × multiplier, floor, ceiling)` over the latency histogram;
+//!   while the window holds fewer than `min_samples` latencies, over a running log-normal fit
+//!   of the latest answers (`fallback` until 16 are known). It is recomputed at most once per
+//!   `refresh` by whichever caller first notices the refresh is due (one compare-and-swap;
+//!   the others keep reading the previous value). No request walks the histogram. The quantile is the larger of the whole
 //!   window's and the current sub-window's (once that holds `min_samples`): the window alone
 //!   would take most of its length to learn a step up; the newest sub-window sees it at once.
 //!   Down-steps are learned at the window's pace, which errs on the side of fewer timeouts.
 //! - **censoring**: an attempt that times out is recorded at the timeout value. It is a *lower
 //!   bound* on the latency, not a lost sample; dropping it would make a latency step above the
 //!   timeout invisible. With `multiplier > 1`, enough censored samples lift the quantile, and the
-//!   timeout with it.
+//!   timeout with it. While most attempts are answered, their lift is capped at one
+//!   `multiplier` step above the answered attempts' quantile, so a hung replica among healthy
+//!   ones does not ratchet everyone's timeout up; they are kept apart in a second histogram.
 //! - **backoff**: `backoff_after` consecutive timeouts (no success in between) multiply the
 //!   effective timeout by `backoff_factor`, as TCP doubles its RTO. Only attempts that started
 //!   under the current backoff step count (each attempt carries the step's *generation*), so a
@@ -43,7 +45,7 @@ use crate::config::TimeoutConfig;
 use crate::error::ConfigError;
 use damper_core::clock::{Origin, nanos};
 use damper_core::deadline::Deadline;
-use damper_core::histogram::{LatencyHistogram, QuantileCache};
+use damper_core::histogram::LatencyHistogram;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -138,7 +140,12 @@ pub struct PolicyState {
 pub struct AdaptivePolicy {
     cfg: TimeoutConfig,
     histogram: Arc<LatencyHistogram>,
-    cache: QuantileCache,
+    /// The censored samples alone (attempts the timeout cut), over the same window: what the
+    /// shared histogram holds less these is what answered attempts showed.
+    censored: LatencyHistogram,
+    /// The running log-normal fit of answered latencies, kept while the window holds fewer
+    /// than `min_samples` (see `estimate`).
+    fit: Fit,
     record: bool,
     origin: Origin,
     floor: u64,
@@ -180,6 +187,81 @@ impl fmt::Debug for AdaptivePolicy {
     }
 }
 
+/// The fewest latencies from which the policy fits its quantile instead of using the
+/// fallback: with fewer, a log-normal's spread is mostly noise.
+pub const FIT_SAMPLES: u64 = 16;
+
+/// The answers a running fit weighs at most: beyond this many it forgets exponentially, each
+/// answer weighing `1 / FIT_MEMORY` (TCP's smoothed RTT weighs one in eight; a far quantile
+/// needs a steadier spread).
+pub const FIT_MEMORY: f64 = 32.0;
+
+/// A running log-normal fit (mean and variance of log-latency, in the manner of TCP's SRTT and
+/// RTTVAR): exact averages over the first [`FIT_MEMORY`] answers, then an exponential one.
+/// Kept only while the window is short of samples, so that a client at a few requests a
+/// second, whose 10 s window never holds `min_samples`, still gets a timeout fitted to its
+/// dependency. Updates are plain loads and stores: at those rates they seldom race, and a lost
+/// update only costs the fit one sample.
+#[derive(Debug)]
+struct Fit {
+    /// Whether answers are being fitted (the window is short of samples).
+    on: AtomicBool,
+    n: AtomicU64,
+    mean: AtomicU64,
+    var: AtomicU64,
+}
+
+impl Fit {
+    /// A fit that is on: a new policy's window is empty.
+    fn new() -> Self {
+        Self {
+            on: AtomicBool::new(true),
+            n: AtomicU64::new(0),
+            mean: AtomicU64::new(0),
+            var: AtomicU64::new(0),
+        }
+    }
+
+    fn reset(&self, on: bool) {
+        self.n.store(0, Relaxed);
+        self.on.store(on, Relaxed);
+    }
+
+    fn add(&self, latency: Duration) {
+        let x = (nanos(latency).max(1) as f64).ln();
+        let n = self.n.load(Relaxed) + 1;
+        let (mean, var) = if n == 1 {
+            (x, 0.0)
+        } else {
+            let g = 1.0 / (n as f64).min(FIT_MEMORY);
+            let mean = f64::from_bits(self.mean.load(Relaxed));
+            let var = f64::from_bits(self.var.load(Relaxed));
+            let d = x - mean;
+            // West's weighted update: exact for the first answers (g = 1/n, the variance with
+            // divisor n), exponential after.
+            (mean + g * d, (1.0 - g) * (var + g * d * d))
+        };
+        self.mean.store(mean.to_bits(), Relaxed);
+        self.var.store(var.to_bits(), Relaxed);
+        self.n.store(n, Relaxed);
+    }
+
+    /// The `q` quantile of the fitted log-normal, its spread widened by one standard error
+    /// (about 1/√(2(n−1)) of itself from n samples) so that a draw of close answers does not
+    /// set a timeout that cuts the next slow one; `None` before [`FIT_SAMPLES`] answers.
+    fn quantile(&self, q: f64) -> Option<Duration> {
+        let n = self.n.load(Relaxed);
+        if n < FIT_SAMPLES {
+            return None;
+        }
+        let eff = (n as f64).min(FIT_MEMORY);
+        let mean = f64::from_bits(self.mean.load(Relaxed));
+        let var = f64::from_bits(self.var.load(Relaxed)) * eff / (eff - 1.0);
+        let sd = var.max(0.0).sqrt() * (1.0 + 1.0 / (2.0 * (eff - 1.0)).sqrt());
+        Some(damper_core::histogram::log_normal_quantile(mean, sd, q))
+    }
+}
+
 fn scale(n: u64, by: f64) -> u64 {
     // `as` saturates on overflow.
     (n as f64 * by) as u64
@@ -197,7 +279,9 @@ impl AdaptivePolicy {
         let fallback = nanos(config.fallback);
         let ceiling = nanos(config.ceiling);
         Ok(Self {
-            cache: QuantileCache::new(config.quantile, config.refresh, now),
+            fit: Fit::new(),
+            censored: LatencyHistogram::with_config(histogram.config(), now)
+                .map_err(|_| ConfigError::new("histogram", "invalid histogram window"))?,
             histogram,
             record,
             origin: Origin::new(now),
@@ -345,6 +429,9 @@ impl AdaptivePolicy {
         if self.record {
             self.histogram.record(latency, now);
         }
+        if self.fit.on.load(Relaxed) {
+            self.fit.add(latency);
+        }
         // Read first: no write to a shared line in the steady state.
         if self.run.load(Relaxed) != 0 {
             self.run.store(0, Relaxed);
@@ -369,6 +456,7 @@ impl AdaptivePolicy {
         if self.record {
             self.histogram.record(attempt.timeout, now);
         }
+        self.censored.record(attempt.timeout, now);
         if self.generation.load(Relaxed) != attempt.generation {
             return None;
         }
@@ -390,6 +478,68 @@ impl AdaptivePolicy {
         }
         self.backoff.fetch_max(next, Relaxed);
         Some(Duration::from_nanos(next))
+    }
+
+    /// The quantile the base follows, before the multiplier, or `None` while the window holds
+    /// fewer than [`FIT_SAMPLES`] latencies (the fallback applies).
+    ///
+    /// - With `min_samples` or more: the window's quantile, or the current sub-window's if
+    ///   larger and it holds `min_samples` itself (quick up, slow down).
+    /// - With fewer: the quantile of a running log-normal fit of the latest answers (at least
+    ///   [`FIT_SAMPLES`] of them, up to about [`FIT_MEMORY`]), or the window's largest answer
+    ///   if larger. A few dozen samples cannot show a p99.9, but they pin down a median and a
+    ///   spread, which is how a client at 2 rps still gets a timeout that fits its dependency
+    ///   within seconds.
+    /// - Censored samples (attempts the timeout cut) may lift it by at most one `multiplier`
+    ///   step above what the answered attempts alone show, unless they are most of the
+    ///   current sub-window's attempts. A latency step cuts most attempts, so the censored
+    ///   samples and the backoff lift the timeout as before; a hung replica among healthy
+    ///   ones cuts a few, and those would otherwise ratchet everyone's timeout up to the
+    ///   ceiling (each censored sample recorded at a longer timeout than the last). The
+    ///   price: a slow minority beyond the timeout (a few percent of requests at 5× the
+    ///   median) is not learned by censoring; a request's deadline share still gives it
+    ///   time.
+    fn estimate(&self, now: Instant) -> Option<Duration> {
+        let q = self.cfg.quantile;
+        let min = self.cfg.min_samples;
+        let all = self.histogram.snapshot(now);
+        let recent = self.histogram.snapshot_recent(now, 1);
+        let cut = self.censored.snapshot(now);
+        let cut_recent = self.censored.snapshot_recent(now, 1);
+        // Most recent attempts cut: the latency moved (the answered ones in the window are of
+        // the old regime); the censored samples may lift the timeout. Otherwise their lift is
+        // capped.
+        let moved = cut.count() > 0 && cut_recent.count() * 2 > recent.count();
+        let answered = all.minus(&cut);
+        let few = all.count() < min;
+        if few != self.fit.on.load(Relaxed) {
+            // Entering few-sample mode starts a fresh fit from the next answers.
+            self.fit.reset(few);
+        }
+        if few {
+            let fit = self.fit.quantile(q);
+            let max = if moved { all.max() } else { answered.max() };
+            return if fit.is_some() || all.count() >= FIT_SAMPLES {
+                fit.max(max)
+            } else {
+                None
+            };
+        }
+        let window = |w: &damper_core::histogram::Snapshot,
+                      r: &damper_core::histogram::Snapshot| {
+            let q_w = w.quantile(q);
+            if r.count() >= min {
+                q_w.max(r.quantile(q))
+            } else {
+                q_w
+            }
+        };
+        let estimate = window(&all, &recent)?;
+        if cut.count() == 0 || moved || answered.count() < min {
+            return Some(estimate);
+        }
+        let a = window(&answered, &recent.minus(&cut_recent));
+        Some(a.map_or(estimate, |a| estimate.min(a.mul_f64(self.cfg.multiplier))))
     }
 
     /// Picks the sampling shift from the rate observed since the last refresh. Called by the
@@ -444,23 +594,9 @@ impl AdaptivePolicy {
         }
         let cap = self.growth_cap.load(Relaxed);
 
-        let target = if self.histogram.count(now) < self.cfg.min_samples {
-            self.fallback
-        } else {
-            // The whole window forgets slowly, so after a step up its quantile lags for most
-            // of a window. The current sub-window alone, once it holds enough samples, sees
-            // the new regime at once: take the larger of the two (quick up, slow down).
-            let recent = self.histogram.snapshot_recent(now, 1);
-            let recent = (recent.count() >= self.cfg.min_samples)
-                .then(|| recent.quantile(self.cfg.quantile))
-                .flatten();
-            self.cache
-                .get(&self.histogram, now)
-                .max(recent)
-                .map_or(self.fallback, |q| {
-                    scale(nanos(q), self.cfg.multiplier).clamp(self.floor, self.ceiling)
-                })
-        };
+        let target = self.estimate(now).map_or(self.fallback, |q| {
+            scale(nanos(q), self.cfg.multiplier).clamp(self.floor, self.ceiling)
+        });
         let prev = self.base.load(Relaxed);
         let base = if target > prev {
             target.min(cap).max(prev)
@@ -520,18 +656,81 @@ mod tests {
     }
 
     #[test]
-    fn fallback_until_min_samples() {
+    fn fallback_until_fit_samples() {
         let t0 = Instant::now();
         let p = policy(TimeoutConfig::default(), t0);
-        for _ in 0..99 {
+        for _ in 0..FIT_SAMPLES - 1 {
             p.on_success(50 * MS, t0);
         }
         assert_eq!(p.current(t0), Duration::from_secs(1));
         p.on_success(50 * MS, t0);
         // Not yet refreshed.
         assert_eq!(p.current(t0 + 50 * MS), Duration::from_secs(1));
+        // Equal samples: a fit with no spread, the samples' own value, × 1.5.
         let t = p.current(t0 + 100 * MS);
         assert!(close(t, 75 * MS), "{t:?}");
+    }
+
+    #[test]
+    fn adapts_from_the_samples_of_a_client_at_two_rps() {
+        // Log-normal latencies, median 10 ms and p99 50 ms, two a second: the 10 s window never
+        // holds `min_samples` (100), yet the fitted p99.9 (about 84 ms) × 1.5 is within 2× of
+        // the target that 100 samples would give, within 10 s.
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        let sigma = 5f64.ln() / 2.326_348;
+        let target = 1.5 * 10.0 * (sigma * 3.090_232).exp();
+        let mut rng = damper_core::rng::SplitMix64::new(5);
+        let mut at_10s = None;
+        for i in 0..120u64 {
+            let now = t0 + Duration::from_millis(500 * i);
+            // Box-Muller from two uniforms.
+            use damper_core::rng::Random;
+            let (u, v) = (rng.next_f64().max(1e-12), rng.next_f64());
+            let z = (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos();
+            p.on_success(Duration::from_secs_f64(0.010 * (sigma * z).exp()), now);
+            let t = p.current(now + 100 * MS).as_secs_f64() * 1e3;
+            if i == 20 {
+                at_10s = Some(t);
+            }
+            if i >= 20 {
+                assert!(
+                    t > target / 2.0 && t < target * 2.0,
+                    "{t} ms at {i}, target {target}"
+                );
+            }
+        }
+        assert!(at_10s.unwrap() < 1000.0 / 4.0, "still near the fallback");
+    }
+
+    #[test]
+    fn a_few_hung_attempts_among_answered_ones_do_not_ratchet_the_timeout() {
+        // 1,000 attempts a second of 20 ms; one in twenty never answers (a hung replica under
+        // a balancer) and is cut by the timeout, recorded at the timeout. Capped at one
+        // multiplier step above the answered attempts, the timeout stays near 45 ms instead of
+        // climbing (each cut recorded at a longer timeout than the last) to the ceiling.
+        let t0 = Instant::now();
+        let p = policy(TimeoutConfig::default(), t0);
+        let mut now = t0;
+        for i in 0..30_000u64 {
+            now += MS;
+            let a = attempt(&p, now);
+            if i % 20 == 0 {
+                p.on_timeout(&a, now + a.timeout());
+            } else {
+                p.on_success(20 * MS, now);
+            }
+        }
+        let t = p.current(now);
+        assert!(t <= 50 * MS, "{t:?}");
+        // Every attempt cut (the latency moved above the timeout): the censored samples lift
+        // it, as before.
+        for _ in 0..200 {
+            let a = attempt(&p, now);
+            now += a.timeout();
+            p.on_timeout(&a, now);
+        }
+        assert!(p.current(now) >= 4 * t, "{:?}", p.current(now));
     }
 
     #[test]
