@@ -25,6 +25,9 @@ pub struct Metrics {
     pub amplification: f64,
     /// Backend attempts ÷ logical requests over the whole run.
     pub amplification_total: f64,
+    /// The worst single second of the trigger window: the largest `attempts ÷ requests` of
+    /// the requests born in one of its whole seconds (`null` without a window).
+    pub amplification_worst_s: Option<f64>,
     /// Median latency of successes, ms.
     pub p50_ms: Option<f64>,
     /// 99th percentile latency of successes, ms.
@@ -50,6 +53,9 @@ pub struct Metrics {
     pub breaker_transitions: Option<u64>,
     /// Hedge attempts per logical request (`null` when the stack does not hedge).
     pub hedge_extra_load: Option<f64>,
+    /// The worst single second of the run: hedges sent in it ÷ requests born in it, over the
+    /// seconds with requests (`null` when the stack does not hedge).
+    pub hedge_share_worst_s: Option<f64>,
     /// Attempts the client abandoned although the server completed them before the deadline
     /// (and before any other attempt succeeded), ÷ backend attempts.
     pub false_timeout_rate: f64,
@@ -71,6 +77,8 @@ pub struct Series {
     pub goodput: Vec<u64>,
     /// Backend attempts received each second.
     pub attempts: Vec<u64>,
+    /// Backend attempts ÷ logical requests, of the requests born each second (0 when none).
+    pub amplification: Vec<f64>,
     /// Highest breaker state (0 closed, 1 half-open, 2 open), if reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker_state: Option<Vec<f64>>,
@@ -116,6 +124,23 @@ pub fn amplification(
         return 0.0;
     }
     attempts_by_birth[r].iter().sum::<u64>() as f64 / o as f64
+}
+
+/// `num[s] ÷ den[s]` for each second (0 where `den[s]` is 0).
+pub fn per_second(num: &[u64], den: &[u64]) -> Vec<f64> {
+    num.iter()
+        .zip(den)
+        .map(|(n, d)| if *d == 0 { 0.0 } else { *n as f64 / *d as f64 })
+        .collect()
+}
+
+/// The largest `num[s] ÷ den[s]` over the seconds of `window` (all when `None`) with
+/// `den[s] > 0`; `None` when there is no such second.
+pub fn worst_second(num: &[u64], den: &[u64], window: Option<(f64, f64)>) -> Option<f64> {
+    let r = seconds_of(window, num.len().min(den.len()));
+    r.filter(|s| den[*s] > 0)
+        .map(|s| num[s] as f64 / den[s] as f64)
+        .reduce(f64::max)
 }
 
 /// Nearest-rank quantile of sorted microsecond values, in milliseconds.
@@ -347,6 +372,10 @@ pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metric
         goodput_vs_oracle: (oracle_goodput > 0.0).then(|| round(goodput / oracle_goodput)),
         amplification: round(amplification(&d.attempts_by_birth, &d.offered, sc.window)),
         amplification_total: round(amplification(&d.attempts_by_birth, &d.offered, None)),
+        amplification_worst_s: sc
+            .window
+            .and_then(|w| worst_second(&d.attempts_by_birth, &d.offered, Some(w)))
+            .map(round),
         p50_ms: quantile_ms(&lat, 0.5),
         p99_ms: quantile_ms(&lat, 0.99),
         p999_ms: quantile_ms(&lat, 0.999),
@@ -357,6 +386,11 @@ pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metric
         recovery_ms_each: each,
         breaker_transitions: out.breaker_transitions,
         hedge_extra_load: out.hedge_extra_load.map(round),
+        hedge_share_worst_s: out
+            .hedges
+            .as_ref()
+            .and_then(|h| worst_second(h, &d.offered, None))
+            .map(round),
         false_timeout_rate: round(if attempts == 0 {
             0.0
         } else {
@@ -378,6 +412,10 @@ pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metric
         offered: d.offered.clone(),
         goodput: d.good.clone(),
         attempts: d.attempts.clone(),
+        amplification: per_second(&d.attempts_by_birth, &d.offered)
+            .into_iter()
+            .map(round)
+            .collect(),
         breaker_state: out.breaker_state.clone(),
         limit: out.limit.clone(),
         timeout_ms: out.timeout_ms.clone(),
@@ -390,6 +428,26 @@ pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metric
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_worst_second_is_a_maximum_over_the_window() {
+        let by_birth = [10, 30, 11, 50, 10];
+        let offered = [10, 10, 10, 10, 0];
+        // Seconds 1 and 2: the worst is 3.0 (a mean would be 2.05).
+        assert_eq!(
+            worst_second(&by_birth, &offered, Some((1.0, 3.0))),
+            Some(3.0)
+        );
+        // The window's seconds only: second 3 (5.0) is outside.
+        assert_eq!(
+            worst_second(&by_birth, &offered, Some((0.0, 2.5))),
+            Some(3.0)
+        );
+        // Seconds with no requests are skipped, not divided by zero.
+        assert_eq!(worst_second(&by_birth, &offered, Some((4.0, 5.0))), None);
+        assert_eq!(worst_second(&by_birth, &offered, None), Some(5.0));
+        assert_eq!(per_second(&by_birth, &offered), [1.0, 3.0, 1.1, 5.0, 0.0]);
+    }
 
     #[test]
     fn goodput_and_amplification_on_hand_made_series() {

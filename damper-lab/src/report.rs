@@ -53,13 +53,14 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "{:<32} {:<13} {:>7} {:>6} {:>9} {:>6} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>5} {:>6} {:>6}",
+            "{:<32} {:<13} {:>7} {:>6} {:>9} {:>6} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8} {:>6} {:>5} {:>6} {:>6}",
             "scenario",
             "stack",
             "goodput",
             "oracle",
             "vs-oracle",
             "amp",
+            "amp_1s",
             "p50_ms",
             "p99_ms",
             "p999_ms",
@@ -91,13 +92,14 @@ impl Report {
                 };
                 let _ = writeln!(
                     s,
-                    "{:<32} {:<13} {:>7.3} {:>6.3} {:>9} {:>6.2} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8.4} {:>6} {:>5} {:>6} {:>6}",
+                    "{:<32} {:<13} {:>7.3} {:>6.3} {:>9} {:>6.2} {:>7} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8.4} {:>6} {:>5} {:>6} {:>6}",
                     sc.name,
                     st.name,
                     m.goodput_ratio,
                     sc.oracle_goodput,
                     opt(m.goodput_vs_oracle, 3),
                     m.amplification,
+                    opt(m.amplification_worst_s, 2),
                     opt(m.p50_ms, 1),
                     opt(m.p99_ms, 1),
                     opt(m.p999_ms, 1),

@@ -241,14 +241,28 @@ impl Default for HedgeConfig {
     }
 }
 
-/// `[grid]`: base load × trigger length. The first fault's length becomes the trigger.
+/// `[grid]`: base load × trigger length (the first fault's length becomes the trigger), and/or
+/// fleet size × rate per client. Each pair is given whole or not at all.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GridFile {
     /// Base loads, as fractions of capacity.
+    #[serde(default)]
     pub load: Vec<f64>,
     /// Trigger lengths in seconds.
+    #[serde(default)]
     pub trigger_s: Vec<f64>,
+    /// Fleet sizes: each cell sets `load.clients`.
+    #[serde(default)]
+    pub clients: Vec<u32>,
+    /// Arrivals per second per client: each cell sets `load.rate` to clients × this.
+    #[serde(default)]
+    pub rate_per_client: Vec<f64>,
+    /// Workers per request per second of the cell's rate: each cell sets `backend.workers` to
+    /// `ceil(rate × workers_per_rps / replicas)`, at least 1, so that every cell runs the
+    /// backend at the same utilisation. Absent: `backend.workers` as written.
+    #[serde(default)]
+    pub workers_per_rps: Option<f64>,
 }
 
 const fn one() -> u32 {
@@ -504,11 +518,11 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
     match (l.rate, l.load, &f.grid) {
         (Some(r), None, _) => c.positive("load.rate", r)?,
         (None, Some(x), _) => c.positive("load.load", x)?,
-        (None, None, Some(_)) => {}
+        (None, None, Some(g)) if !g.load.is_empty() || !g.rate_per_client.is_empty() => {}
         (Some(_), Some(_), _) => {
             return Err(c.err("load.rate", "give either load.rate or load.load, not both"));
         }
-        (None, None, None) => return Err(c.err("load.rate", "is required (or load.load)")),
+        (None, None, _) => return Err(c.err("load.rate", "is required (or load.load)")),
     }
     c.positive("load.deadline_ms", l.deadline_ms)?;
     if l.clients == 0 {
@@ -626,20 +640,47 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
         }
     }
     if let Some(g) = &f.grid {
-        if g.load.is_empty() {
-            return Err(c.err("grid.load", "must list at least one load"));
+        let loads = !(g.load.is_empty() && g.trigger_s.is_empty());
+        let fleet = !(g.clients.is_empty() && g.rate_per_client.is_empty());
+        if !loads && !fleet {
+            return Err(c.err(
+                "grid",
+                "must list load and trigger_s, or clients and rate_per_client",
+            ));
         }
-        for (i, x) in g.load.iter().enumerate() {
-            c.positive(&format!("grid.load[{i}]"), *x)?;
+        if loads {
+            if g.load.is_empty() {
+                return Err(c.err("grid.load", "must list at least one load"));
+            }
+            for (i, x) in g.load.iter().enumerate() {
+                c.positive(&format!("grid.load[{i}]"), *x)?;
+            }
+            if g.trigger_s.is_empty() {
+                return Err(c.err("grid.trigger_s", "must list at least one length"));
+            }
+            for (i, x) in g.trigger_s.iter().enumerate() {
+                c.positive(&format!("grid.trigger_s[{i}]"), *x)?;
+            }
+            if f.faults.is_empty() {
+                return Err(c.err("faults", "a grid needs a first fault to use as the trigger"));
+            }
         }
-        if g.trigger_s.is_empty() {
-            return Err(c.err("grid.trigger_s", "must list at least one length"));
+        if fleet {
+            if g.clients.is_empty() {
+                return Err(c.err("grid.clients", "must list at least one fleet size"));
+            }
+            if let Some(i) = g.clients.iter().position(|n| *n == 0) {
+                return Err(c.err(format!("grid.clients[{i}]"), "must be at least 1"));
+            }
+            if g.rate_per_client.is_empty() {
+                return Err(c.err("grid.rate_per_client", "must list at least one rate"));
+            }
+            for (i, x) in g.rate_per_client.iter().enumerate() {
+                c.positive(&format!("grid.rate_per_client[{i}]"), *x)?;
+            }
         }
-        for (i, x) in g.trigger_s.iter().enumerate() {
-            c.positive(&format!("grid.trigger_s[{i}]"), *x)?;
-        }
-        if f.faults.is_empty() {
-            return Err(c.err("faults", "a grid needs a first fault to use as the trigger"));
+        if let Some(w) = g.workers_per_rps {
+            c.positive("grid.workers_per_rps", w)?;
         }
     }
     Ok(())
@@ -653,24 +694,60 @@ pub const QUICK_SCALE: f64 = 0.25;
 /// stay as written.
 pub fn expand(f: &ScenarioFile, quick: bool) -> Vec<Scenario> {
     let q = if quick { QUICK_SCALE } else { 1.0 };
-    match &f.grid {
-        None => vec![resolve(f, f.name.clone(), None, None, q)],
-        Some(g) => {
-            let mut out = Vec::new();
-            for &load in &g.load {
-                for &trig in &g.trigger_s {
-                    let name = format!(
-                        "{}/load{}-trigger{}s",
-                        f.name,
-                        (load * 100.0).round(),
-                        fmt_num(trig)
-                    );
-                    out.push(resolve(f, name, Some(load), Some(trig), q));
-                }
-            }
-            out
+    let Some(g) = &f.grid else {
+        return vec![resolve(f, f.name.clone(), Cell::default(), q)];
+    };
+    // Either dimension may be absent: it then contributes one cell that changes nothing.
+    let mut loads: Vec<(String, Option<(f64, f64)>)> = Vec::new();
+    for &load in &g.load {
+        for &trig in &g.trigger_s {
+            let name = format!("load{}-trigger{}s", (load * 100.0).round(), fmt_num(trig));
+            loads.push((name, Some((load, trig))));
         }
     }
+    if loads.is_empty() {
+        loads.push((String::new(), None));
+    }
+    let mut fleets: Vec<(String, Option<(u32, f64)>)> = Vec::new();
+    for &n in &g.clients {
+        for &r in &g.rate_per_client {
+            fleets.push((format!("c{n}-r{}", fmt_num(r)), Some((n, r))));
+        }
+    }
+    if fleets.is_empty() {
+        fleets.push((String::new(), None));
+    }
+    let mut out = Vec::new();
+    for (load_name, load) in &loads {
+        for (fleet_name, fleet) in &fleets {
+            let parts: Vec<&str> = [load_name.as_str(), fleet_name.as_str()]
+                .into_iter()
+                .filter(|p| !p.is_empty())
+                .collect();
+            let name = format!("{}/{}", f.name, parts.join("-"));
+            let cell = Cell {
+                load: load.map(|l| l.0),
+                trigger: load.map(|l| l.1),
+                fleet: *fleet,
+                workers_per_rps: g.workers_per_rps,
+            };
+            out.push(resolve(f, name, cell, q));
+        }
+    }
+    out
+}
+
+/// What one grid cell changes in the file it expands.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cell {
+    /// Base load, as a fraction of capacity.
+    load: Option<f64>,
+    /// Trigger length, seconds.
+    trigger: Option<f64>,
+    /// Clients and the rate of each.
+    fleet: Option<(u32, f64)>,
+    /// See [`GridFile::workers_per_rps`].
+    workers_per_rps: Option<f64>,
 }
 
 fn fmt_num(x: f64) -> String {
@@ -681,24 +758,32 @@ fn fmt_num(x: f64) -> String {
     }
 }
 
-fn resolve(
-    f: &ScenarioFile,
-    name: String,
-    grid_load: Option<f64>,
-    trigger: Option<f64>,
-    q: f64,
-) -> Scenario {
+fn resolve(f: &ScenarioFile, name: String, cell: Cell, q: f64) -> Scenario {
+    let Cell {
+        load: grid_load,
+        trigger,
+        fleet,
+        workers_per_rps,
+    } = cell;
     let b = &f.backend;
     let (median, p99) = (b.median_ms / 1e3, b.p99_ms / 1e3);
-    let capacity = f64::from(b.workers) * f64::from(b.replicas) / mean_service(median, p99);
+    let workers = match (fleet, workers_per_rps) {
+        (Some((n, r)), Some(w)) => {
+            let per_replica = (f64::from(n) * r * w / f64::from(b.replicas)).ceil();
+            (per_replica as u32).max(1)
+        }
+        _ => b.workers,
+    };
+    let capacity = f64::from(workers) * f64::from(b.replicas) / mean_service(median, p99);
     let rps = |rate: Option<f64>, load: Option<f64>| match (rate, load) {
         (Some(r), _) => r,
         (None, Some(x)) => x * capacity,
         (None, None) => 0.0,
     };
-    let base = match grid_load {
-        Some(x) => x * capacity,
-        None => rps(f.load.rate, f.load.load),
+    let base = match (grid_load, fleet) {
+        (Some(x), _) => x * capacity,
+        (None, Some((n, r))) => f64::from(n) * r,
+        (None, None) => rps(f.load.rate, f.load.load),
     };
     let mut rates = vec![(0.0, base)];
     for s in &f.load.steps {
@@ -755,13 +840,13 @@ fn resolve(
         duration: f.duration_s * q,
         stacks,
         replicas: b.replicas,
-        workers: b.workers,
+        workers,
         queue: b.queue,
         median,
         p99,
         rates,
         deadline: f.load.deadline_ms / 1e3,
-        clients: f.load.clients,
+        clients: fleet.map_or(f.load.clients, |(n, _)| n),
         impatient: f.load.impatient,
         faults,
         window,
@@ -906,6 +991,57 @@ error_probability = 1.0
         assert_eq!(cells[1].faults[0].end, 15.0);
         let cap = cells[3].capacity_rps();
         assert!((cells[3].rate_at(0.0) - 0.85 * cap).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_fleet_grid_sets_clients_rate_and_workers() {
+        let text =
+            with("[grid]\nclients = [1, 100]\nrate_per_client = [2, 10]\nworkers_per_rps = 0.02\n")
+                .replace("rate = 100\n", "");
+        let cells = expand(&parse(&text, "g.toml").unwrap(), false);
+        let names: Vec<_> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["t/c1-r2", "t/c1-r10", "t/c100-r2", "t/c100-r10"]);
+        let c = &cells[3];
+        assert_eq!(c.clients, 100);
+        assert_eq!(c.rate_at(0.0), 1000.0);
+        assert_eq!(c.workers, 20);
+        // At least one worker, and the fault window is the file's own.
+        assert_eq!(cells[0].workers, 1);
+        assert_eq!((c.faults[0].start, c.faults[0].end), (5.0, 10.0));
+        // Both dimensions at once: names join, each cell takes both.
+        let text =
+            with("[grid]\nload = [0.5]\ntrigger_s = [2]\nclients = [10]\nrate_per_client = [5]\n");
+        let cells = expand(&parse(&text, "g.toml").unwrap(), false);
+        assert_eq!(cells.len(), 1);
+        assert_eq!(cells[0].name, "t/load50-trigger2s-c10-r5");
+        assert_eq!(cells[0].clients, 10);
+        assert_eq!(cells[0].faults[0].end, 7.0);
+    }
+
+    #[test]
+    fn a_fleet_grid_rejects_half_pairs_and_bad_values() {
+        for (grid, field) in [
+            ("clients = [10]\n", "grid.rate_per_client"),
+            ("rate_per_client = [10]\n", "grid.clients"),
+            ("clients = [0]\nrate_per_client = [1]\n", "grid.clients[0]"),
+            (
+                "clients = [1]\nrate_per_client = [-1]\n",
+                "grid.rate_per_client[0]",
+            ),
+            (
+                "clients = [1]\nrate_per_client = [1]\nworkers_per_rps = 0\n",
+                "grid.workers_per_rps",
+            ),
+            ("workers_per_rps = 1\n", "grid"),
+            ("load = [0.5]\n", "grid.trigger_s"),
+        ] {
+            let text = with(&format!("[grid]\n{grid}"));
+            let err = parse(&text, "g.toml").unwrap_err();
+            match err {
+                ScenarioError::Invalid { field: f, .. } => assert_eq!(f, field, "{grid}"),
+                other => panic!("{grid}: {other}"),
+            }
+        }
     }
 
     #[test]

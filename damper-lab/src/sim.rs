@@ -289,7 +289,7 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
                 if tick % 10 == 0 {
                     if want_hedges {
                         let now = hedges_so_far(&lab);
-                        hedges.push(now - hedged);
+                        hedges.push(now.saturating_sub(hedged));
                         hedged = now;
                     }
                     if want_timeout {
