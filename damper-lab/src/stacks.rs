@@ -171,7 +171,7 @@ impl Stack for DampedStack {
         use damper::breaker::{BreakerConfig, KeyedBreakerLayer, Mode};
         let config = BreakerConfig::builder()
             .name(format!("endpoints{}", ctx.index))
-            .consecutive_failures(damper::config::DEFAULT_CONSECUTIVE_FAILURES)
+            .consecutive_failures(damper::config::DEFAULT_GATE_CONSECUTIVE_FAILURES)
             .mode(Mode::Gate)
             .seed(ctx.seed)
             .build()

@@ -287,12 +287,20 @@ impl Default for BreakerConfig {
     }
 }
 
-/// The client stack's default for [`BreakerConfig::consecutive_failures`]: as many as the
-/// breaker's default `min_requests`. Finagle and Envoy trip on 5 in a row; 20 keeps a partial
-/// failure from tripping by chance (at 30% failures, 20 in a row happen about once in 3·10¹⁰
-/// calls) while a dependency that is down trips within 20 calls (20 ms at 1,000 requests a
-/// second).
-pub const DEFAULT_CONSECUTIVE_FAILURES: u64 = 20;
+/// The client stack's default for [`BreakerConfig::consecutive_failures`]. A run this long is
+/// evidence of *near-total* failure: a dependency failing 90% of calls at random produces 100
+/// in a row with a chance of 3·10⁻⁵ per run, while one that is down trips within 100 calls
+/// (0.1 s at 1,000 requests a second, where the 1 s `patience` decides). A fail-fast breaker
+/// that trips on less refuses calls a partly failing dependency would have served: at 10
+/// requests a second a 90% error rate gives 20 in a row within seconds, and every refused call
+/// is one of its successes lost. Finagle and Envoy trip on 5 in a row, and lose them.
+pub const DEFAULT_CONSECUTIVE_FAILURES: u64 = 100;
+
+/// The default run for a breaker in gate mode under a balancer
+/// ([`Mode::Gate`](tower_breaker::Mode::Gate)): 20. An open gate only routes calls to the other
+/// endpoints, so ejecting early costs little, and at 30% failures 20 in a row come about once
+/// in 3·10¹⁰ calls.
+pub const DEFAULT_GATE_CONSECUTIVE_FAILURES: u64 = 20;
 
 /// A concurrency-limit algorithm (`tower-shed`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -66,8 +66,10 @@
 //!   pushback out of its failure rate while the server also serves (a shedding server is
 //!   serving what it can) and counts it, pushback lengthening the open period, once the
 //!   server refuses everything ([`BreakerView`]);
-//! - **fast trips**: the breaker trips on its failure rate over the window or on 20
-//!   consecutive failures, so a dependency that goes hard down is cut off within 20 calls;
+//! - **trips on near-total failure**: the breaker trips on its failure rate over the window
+//!   or on 100 consecutive failures once they have lasted its patience (1 s), so a dependency
+//!   that goes hard down is cut off within a second at 100 requests a second or more, and one
+//!   that fails 90% of calls at random is not cut off at any rate (its successes are kept);
 //! - **retries never queue**: a retry is sent only if the inner service is ready now.
 //!
 //! Every layer can be switched off or tuned ([`ClientStack::configure`], [`config`]), and the

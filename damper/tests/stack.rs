@@ -68,6 +68,89 @@ async fn an_outage_costs_little_extra_load_and_trips_the_breaker() {
     );
 }
 
+/// Calls `svc` at 10 requests a second for `secs` seconds; returns the successes.
+async fn at_ten_rps(svc: &mut tower::util::BoxCloneService<u32, u32, BoxError>, secs: u32) -> u64 {
+    let mut ok = 0;
+    for i in 0..secs * 10 {
+        if svc.ready().await.unwrap().call(i).await.is_ok() {
+            ok += 1;
+        }
+        tokio::time::advance(Duration::from_millis(100)).await;
+    }
+    ok
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_client_keeps_the_successes_of_a_mostly_failing_dependency() {
+    // At 10 requests a second, six times: 20 s healthy, then 20 s in which 90% of calls fail at
+    // random. Right after each onset the window is still mostly healthy, so a short run of
+    // failures looks like an outage: a run of 20 comes within seconds about half the time, and
+    // a breaker that trips on it refuses the one call in ten that would succeed. The default
+    // run of 100 is evidence of near-total failure, so it stays closed and the client keeps
+    // its successes.
+    let calls = Arc::new(AtomicU64::new(0));
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (c, f) = (calls.clone(), failing.clone());
+    let backend = tower::service_fn(move |n: u32| {
+        let k = c.fetch_add(1, Ordering::Relaxed);
+        // A fixed pseudo-random 10% of call numbers succeed (SplitMix64's output mix).
+        let mut z = k.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let ok = !f.load(Ordering::Relaxed) || (z ^ (z >> 31)) % 10 == 0;
+        async move {
+            if ok {
+                Ok(n)
+            } else {
+                Err::<u32, BoxError>("flaky".into())
+            }
+        }
+    });
+    let layer = ClientStack::new().retries(false).seed(3).build().unwrap();
+    let handles = layer.handles().clone();
+    let mut svc =
+        tower::util::BoxCloneService::new(ServiceBuilder::new().layer(layer).service(backend));
+    let mut ok_failing = 0;
+    for _ in 0..6 {
+        failing.store(false, Ordering::Relaxed);
+        at_ten_rps(&mut svc, 20).await;
+        failing.store(true, Ordering::Relaxed);
+        ok_failing += at_ten_rps(&mut svc, 20).await;
+    }
+    let breaker = handles.breaker().unwrap();
+    assert_eq!(breaker.transitions(), 0, "the breaker tripped");
+    assert_eq!(
+        calls.load(Ordering::Relaxed),
+        2400,
+        "every call reached the dependency"
+    );
+    assert!(
+        (80..=160).contains(&ok_failing),
+        "{ok_failing} successes of 1,200"
+    );
+
+    // A dependency that is down still trips it at this rate, within the 100 calls.
+    let backend = Backend::default();
+    backend.failing.store(true, Ordering::Relaxed);
+    let layer = ClientStack::new().retries(false).seed(3).build().unwrap();
+    let handles = layer.handles().clone();
+    let mut svc = tower::util::BoxCloneService::new(
+        ServiceBuilder::new()
+            .layer(layer)
+            .service(backend.service()),
+    );
+    at_ten_rps(&mut svc, 30).await;
+    assert!(
+        handles.breaker().unwrap().transitions() >= 1,
+        "never tripped"
+    );
+    let attempts = backend.calls.load(Ordering::Relaxed);
+    assert!(
+        attempts < 200,
+        "{attempts} of 300 calls reached a dependency that is down"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn transient_failures_are_retried_within_the_budget() {
     let calls = Arc::new(AtomicU64::new(0));
