@@ -504,13 +504,20 @@ impl AdaptivePolicy {
         let min = self.cfg.min_samples;
         let all = self.histogram.snapshot(now);
         let recent = self.histogram.snapshot_recent(now, 1);
-        let cut = self.censored.snapshot(now);
-        let cut_recent = self.censored.snapshot_recent(now, 1);
+        // The censored histogram is read only when it holds something (counting allocates
+        // nothing; a snapshot does).
+        let cut = (self.censored.count(now) > 0).then(|| {
+            (
+                self.censored.snapshot(now),
+                self.censored.snapshot_recent(now, 1),
+            )
+        });
         // Most recent attempts cut: the latency moved (the answered ones in the window are of
         // the old regime); the censored samples may lift the timeout. Otherwise their lift is
         // capped.
-        let moved = cut.count() > 0 && cut_recent.count() * 2 > recent.count();
-        let answered = all.minus(&cut);
+        let moved = cut
+            .as_ref()
+            .is_some_and(|(_, recent_cut)| recent_cut.count() * 2 > recent.count());
         let few = all.count() < min;
         if few != self.fit.on.load(Relaxed) {
             // Entering few-sample mode starts a fresh fit from the next answers.
@@ -518,7 +525,10 @@ impl AdaptivePolicy {
         }
         if few {
             let fit = self.fit.quantile(q);
-            let max = if moved { all.max() } else { answered.max() };
+            let max = match &cut {
+                Some((c, _)) if !moved => all.minus(c).max(),
+                _ => all.max(),
+            };
             return if fit.is_some() || all.count() >= FIT_SAMPLES {
                 fit.max(max)
             } else {
@@ -535,10 +545,14 @@ impl AdaptivePolicy {
             }
         };
         let estimate = window(&all, &recent)?;
-        if cut.count() == 0 || moved || answered.count() < min {
+        let Some((c, recent_cut)) = cut.filter(|_| !moved) else {
+            return Some(estimate);
+        };
+        let answered = all.minus(&c);
+        if answered.count() < min {
             return Some(estimate);
         }
-        let a = window(&answered, &recent.minus(&cut_recent));
+        let a = window(&answered, &recent.minus(&recent_cut));
         Some(a.map_or(estimate, |a| estimate.min(a.mul_f64(self.cfg.multiplier))))
     }
 
