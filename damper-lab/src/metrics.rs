@@ -90,7 +90,7 @@ pub struct Series {
     pub timeout_ms: Option<Vec<f64>>,
     /// False timeouts (see `false_timeout_rate`), by the second the server completed them.
     pub false_timeouts: Vec<u64>,
-    /// Hedges sent each second, if the scenario hedges.
+    /// Hedges sent each second, if the stack hedges.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hedges: Option<Vec<u64>>,
 }
@@ -428,6 +428,7 @@ pub fn summarize(sc: &Scenario, out: &RunOutput, oracle_goodput: f64) -> (Metric
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::RunData;
 
     #[test]
     fn the_worst_second_is_a_maximum_over_the_window() {
@@ -447,6 +448,60 @@ mod tests {
         assert_eq!(worst_second(&by_birth, &offered, Some((4.0, 5.0))), None);
         assert_eq!(worst_second(&by_birth, &offered, None), Some(5.0));
         assert_eq!(per_second(&by_birth, &offered), [1.0, 3.0, 1.1, 5.0, 0.0]);
+    }
+
+    /// A six-second scenario, its first fault (the trigger) over `fault`.
+    fn six_seconds(fault: Option<(f64, f64)>) -> Scenario {
+        let mut text = String::from(
+            "name = \"t\"\nduration_s = 6\n[backend]\nworkers = 4\nmedian_ms = 10\n\
+             p99_ms = 50\n[load]\nrate = 10\ndeadline_ms = 500\n",
+        );
+        if let Some((a, z)) = fault {
+            text += &format!("[[faults]]\nstart_s = {a}\nend_s = {z}\nerror_probability = 1.0\n");
+        }
+        let f = crate::scenario::parse(&text, "t.toml").unwrap();
+        crate::scenario::expand(&f, false).remove(0)
+    }
+
+    fn hand_made(hedges: Option<Vec<u64>>) -> RunOutput {
+        RunOutput {
+            data: RunData {
+                offered: vec![10, 10, 10, 10, 10, 0],
+                good: vec![10; 6],
+                offered_100ms: vec![1; 60],
+                good_100ms: vec![1; 60],
+                attempts: vec![10; 6],
+                attempts_by_birth: vec![40, 10, 30, 12, 10, 7],
+                false_timeouts_by_second: vec![0; 6],
+                ..RunData::default()
+            },
+            hedges,
+            ..RunOutput::default()
+        }
+    }
+
+    #[test]
+    fn summarize_takes_the_worst_second_of_the_trigger_and_of_the_run() {
+        let sc = six_seconds(Some((2.0, 4.0)));
+        assert_eq!(sc.window, Some((2.0, 4.0)));
+        let hedges = vec![0, 5, 2, 9, 1, 3];
+        let (m, series) = summarize(&sc, &hand_made(Some(hedges.clone())), 1.0);
+        // The trigger's seconds are 2 and 3: their mean is 2.1, their worst 3.0; second 0
+        // (4.0) is before the trigger.
+        assert_eq!(m.amplification, 2.1);
+        assert_eq!(m.amplification_worst_s, Some(3.0));
+        // Hedges over the whole run, skipping second 5 (nothing born; 3 ÷ 0): 9 ÷ 10.
+        assert_eq!(m.hedge_share_worst_s, Some(0.9));
+        assert_eq!(series.amplification, [4.0, 1.0, 3.0, 1.2, 1.0, 0.0]);
+        assert_eq!(series.hedges, Some(hedges));
+        // A trigger from 2.5 s to 3.5 s covers seconds 2 and 3 whole, as `amplification` does.
+        let (m, _) = summarize(&six_seconds(Some((2.5, 3.5))), &hand_made(None), 1.0);
+        assert_eq!(m.amplification_worst_s, Some(3.0));
+        // A stack that does not hedge has no share; a run without a trigger no worst second.
+        assert_eq!(m.hedge_share_worst_s, None);
+        let (m, series) = summarize(&six_seconds(None), &hand_made(None), 1.0);
+        assert_eq!(m.amplification_worst_s, None);
+        assert_eq!(series.hedges, None);
     }
 
     #[test]

@@ -242,11 +242,16 @@ impl Default for HedgeConfig {
 }
 
 /// `[grid]`: base load × trigger length (the first fault's length becomes the trigger), and/or
-/// fleet size × rate per client. Each pair is given whole or not at all.
+/// fleet size × rate per client. Each pair is given whole or not at all. With both pairs the
+/// fleet sets the rate and the load sets the backend's size (see [`GridFile::load`]).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GridFile {
-    /// Base loads, as fractions of capacity.
+    /// Base loads, as fractions of capacity. Without a fleet (`clients`, `rate_per_client`)
+    /// each cell sets the rate to this share of the backend as written; with one, the cell's
+    /// rate is the fleet's and each cell sets `backend.workers` to the fewest per replica that
+    /// keep the backend at or below this share: `ceil(rate × mean service time / (load ×
+    /// replicas))`, at least 1.
     #[serde(default)]
     pub load: Vec<f64>,
     /// Trigger lengths in seconds.
@@ -260,9 +265,14 @@ pub struct GridFile {
     pub rate_per_client: Vec<f64>,
     /// Workers per request per second of the cell's rate: each cell sets `backend.workers` to
     /// `ceil(rate × workers_per_rps / replicas)`, at least 1, so that every cell runs the
-    /// backend at the same utilisation. Absent: `backend.workers` as written.
+    /// backend at the same utilisation. Absent: `backend.workers` as written. Needs a fleet
+    /// and no `load` (which sizes the backend itself).
     #[serde(default)]
     pub workers_per_rps: Option<f64>,
+    /// Cells left out, by the part of their name after `NAME/` (e.g. `"c1000-r100"`). Each
+    /// must name a cell of the grid, and at least one cell must remain.
+    #[serde(default)]
+    pub skip: Vec<String>,
 }
 
 const fn one() -> u32 {
@@ -491,7 +501,7 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
             if !KNOWN_STACKS.contains(&s.as_str()) {
                 return Err(c.err(
                     format!("stacks[{i}]"),
-                    "must be one of none, naive, tower, damped",
+                    &format!("must be one of {}", KNOWN_STACKS.join(", ")),
                 ));
             }
         }
@@ -681,6 +691,30 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
         }
         if let Some(w) = g.workers_per_rps {
             c.positive("grid.workers_per_rps", w)?;
+            if !fleet {
+                return Err(c.err(
+                    "grid.workers_per_rps",
+                    "needs clients and rate_per_client (it scales the workers with their rate)",
+                ));
+            }
+            if loads {
+                return Err(c.err(
+                    "grid.workers_per_rps",
+                    "cannot be combined with grid.load, which sizes the workers itself",
+                ));
+            }
+        }
+        let names: Vec<String> = grid_cells(g).into_iter().map(|(n, _)| n).collect();
+        for (i, s) in g.skip.iter().enumerate() {
+            if !names.contains(s) {
+                return Err(c.err(
+                    format!("grid.skip[{i}]"),
+                    &format!("`{s}` names no cell of this grid ({})", names.join(", ")),
+                ));
+            }
+        }
+        if names.iter().all(|n| g.skip.contains(n)) {
+            return Err(c.err("grid.skip", "leaves no cell to run"));
         }
     }
     Ok(())
@@ -697,6 +731,16 @@ pub fn expand(f: &ScenarioFile, quick: bool) -> Vec<Scenario> {
     let Some(g) = &f.grid else {
         return vec![resolve(f, f.name.clone(), Cell::default(), q)];
     };
+    grid_cells(g)
+        .into_iter()
+        .filter(|(suffix, _)| !g.skip.contains(suffix))
+        .map(|(suffix, cell)| resolve(f, format!("{}/{suffix}", f.name), cell, q))
+        .collect()
+}
+
+/// Every cell of `g`, skipped ones too, with its name after `NAME/`: loads × triggers ×
+/// fleet sizes × rates per client, in that order of nesting.
+fn grid_cells(g: &GridFile) -> Vec<(String, Cell)> {
     // Either dimension may be absent: it then contributes one cell that changes nothing.
     let mut loads: Vec<(String, Option<(f64, f64)>)> = Vec::new();
     for &load in &g.load {
@@ -724,14 +768,13 @@ pub fn expand(f: &ScenarioFile, quick: bool) -> Vec<Scenario> {
                 .into_iter()
                 .filter(|p| !p.is_empty())
                 .collect();
-            let name = format!("{}/{}", f.name, parts.join("-"));
             let cell = Cell {
                 load: load.map(|l| l.0),
                 trigger: load.map(|l| l.1),
                 fleet: *fleet,
                 workers_per_rps: g.workers_per_rps,
             };
-            out.push(resolve(f, name, cell, q));
+            out.push((parts.join("-"), cell));
         }
     }
     out
@@ -767,22 +810,25 @@ fn resolve(f: &ScenarioFile, name: String, cell: Cell, q: f64) -> Scenario {
     } = cell;
     let b = &f.backend;
     let (median, p99) = (b.median_ms / 1e3, b.p99_ms / 1e3);
-    let workers = match (fleet, workers_per_rps) {
-        (Some((n, r)), Some(w)) => {
-            let per_replica = (f64::from(n) * r * w / f64::from(b.replicas)).ceil();
-            (per_replica as u32).max(1)
+    let replicas = f64::from(b.replicas);
+    // Whole workers per replica, at least one.
+    let whole = |x: f64| (x.ceil() as u32).max(1);
+    let workers = match (fleet, grid_load, workers_per_rps) {
+        (Some((n, r)), None, Some(w)) => whole(f64::from(n) * r * w / replicas),
+        (Some((n, r)), Some(x), _) => {
+            whole(f64::from(n) * r * mean_service(median, p99) / (x * replicas))
         }
         _ => b.workers,
     };
-    let capacity = f64::from(workers) * f64::from(b.replicas) / mean_service(median, p99);
+    let capacity = f64::from(workers) * replicas / mean_service(median, p99);
     let rps = |rate: Option<f64>, load: Option<f64>| match (rate, load) {
         (Some(r), _) => r,
         (None, Some(x)) => x * capacity,
         (None, None) => 0.0,
     };
-    let base = match (grid_load, fleet) {
-        (Some(x), _) => x * capacity,
-        (None, Some((n, r))) => f64::from(n) * r,
+    let base = match (fleet, grid_load) {
+        (Some((n, r)), _) => f64::from(n) * r,
+        (None, Some(x)) => x * capacity,
         (None, None) => rps(f.load.rate, f.load.load),
     };
     let mut rates = vec![(0.0, base)];
@@ -964,6 +1010,10 @@ error_probability = 1.0
             (OK.replace("workers = 10", ""), "workers"),
             (OK.replace("rate = 100", "rate = \"fast\""), "rate"),
             (with("bogus = 1\n"), "bogus"),
+            (
+                with("[grid]\nclients = [-1]\nrate_per_client = [1]\n"),
+                "clients",
+            ),
         ];
         for (text, key) in table {
             let err = parse(text, "x.toml").unwrap_err();
@@ -1008,14 +1058,46 @@ error_probability = 1.0
         // At least one worker, and the fault window is the file's own.
         assert_eq!(cells[0].workers, 1);
         assert_eq!((c.faults[0].start, c.faults[0].end), (5.0, 10.0));
-        // Both dimensions at once: names join, each cell takes both.
+        // Both dimensions at once: names join, each cell takes both. The fleet sets the rate
+        // (10 × 5, not the file's 100 or half the file's backend); the load sizes the backend
+        // to the fewest workers that keep it at or below 50%.
         let text =
             with("[grid]\nload = [0.5]\ntrigger_s = [2]\nclients = [10]\nrate_per_client = [5]\n");
         let cells = expand(&parse(&text, "g.toml").unwrap(), false);
         assert_eq!(cells.len(), 1);
-        assert_eq!(cells[0].name, "t/load50-trigger2s-c10-r5");
-        assert_eq!(cells[0].clients, 10);
-        assert_eq!(cells[0].faults[0].end, 7.0);
+        let c = &cells[0];
+        assert_eq!(c.name, "t/load50-trigger2s-c10-r5");
+        assert_eq!(c.clients, 10);
+        assert_eq!(c.rate_at(0.0), 50.0);
+        assert_eq!(c.faults[0].end, 7.0);
+        // 50 rps at a ~12.7 ms mean service time is 0.63 busy workers: 2 keep it under 50%.
+        assert_eq!(c.workers, 2);
+        let load = c.rate_at(0.0) / c.capacity_rps();
+        assert!(load <= 0.5 && load > 0.25, "{load}");
+    }
+
+    #[test]
+    fn a_grid_skips_the_cells_it_names() {
+        let text =
+            with("[grid]\nclients = [1, 100]\nrate_per_client = [2, 10]\nskip = [\"c100-r10\"]\n");
+        let cells = expand(&parse(&text, "g.toml").unwrap(), false);
+        let names: Vec<_> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["t/c1-r2", "t/c1-r10", "t/c100-r2"]);
+        // Joined names are skipped whole, the other cells of the same load kept.
+        let text = with(
+            "[grid]\nload = [0.5, 0.8]\ntrigger_s = [2]\nclients = [1, 2]\nrate_per_client = [5]\n\
+             skip = [\"load80-trigger2s-c2-r5\"]\n",
+        );
+        let cells = expand(&parse(&text, "g.toml").unwrap(), false);
+        let names: Vec<_> = cells.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "t/load50-trigger2s-c1-r5",
+                "t/load50-trigger2s-c2-r5",
+                "t/load80-trigger2s-c1-r5"
+            ]
+        );
     }
 
     #[test]
@@ -1034,6 +1116,29 @@ error_probability = 1.0
             ),
             ("workers_per_rps = 1\n", "grid"),
             ("load = [0.5]\n", "grid.trigger_s"),
+            ("trigger_s = [2]\n", "grid.load"),
+            ("load = [0.5]\ntrigger_s = [0]\n", "grid.trigger_s[0]"),
+            (
+                "load = [0.5]\ntrigger_s = [2]\nworkers_per_rps = 0.02\n",
+                "grid.workers_per_rps",
+            ),
+            (
+                "load = [0.5]\ntrigger_s = [2]\nclients = [1]\nrate_per_client = [1]\n\
+                 workers_per_rps = 0.02\n",
+                "grid.workers_per_rps",
+            ),
+            (
+                "clients = [1]\nrate_per_client = [inf]\n",
+                "grid.rate_per_client[0]",
+            ),
+            (
+                "clients = [1, 2]\nrate_per_client = [1]\nskip = [\"c2-r1\", \"c3-r1\"]\n",
+                "grid.skip[1]",
+            ),
+            (
+                "clients = [1]\nrate_per_client = [1]\nskip = [\"c1-r1\"]\n",
+                "grid.skip",
+            ),
         ] {
             let text = with(&format!("[grid]\n{grid}"));
             let err = parse(&text, "g.toml").unwrap_err();

@@ -45,7 +45,7 @@ pub struct RunOutput {
     pub limit_samples: Vec<(f64, f64)>,
     /// Mean adaptive attempt timeout each second, in ms, if a layer registered one.
     pub timeout_ms: Option<Vec<f64>>,
-    /// Hedges sent each second, if the scenario hedges.
+    /// Hedges sent each second, if the stack hedges (`hedge_extra_load` is then set too).
     pub hedges: Option<Vec<u64>>,
 }
 
@@ -357,7 +357,9 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
         limit,
         limit_samples,
         timeout_ms,
-        hedges,
+        // The sampler counts for every stack of a hedging scenario; a stack without a hedging
+        // layer has no hedges to report, not a series of zeros.
+        hedges: hedges.filter(|_| hedge_extra_load.is_some()),
         data,
     }
 }

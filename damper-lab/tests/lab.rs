@@ -59,6 +59,26 @@ fn the_catalog_parses_and_has_every_scenario() {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
     assert_eq!(catalog().len(), 24);
+    // The fleet family: every cell, 1,000 clients x 100 rps included, with none, tower, damped.
+    for family in [
+        "fleet-outage",
+        "fleet-blip",
+        "fleet-errors-50",
+        "fleet-errors-90",
+    ] {
+        let cells: Vec<_> = scenarios
+            .iter()
+            .filter(|s| s.name.starts_with(&format!("{family}/")))
+            .collect();
+        assert_eq!(cells.len(), 12, "{family}");
+        assert!(names.contains(&format!("{family}/c1000-r100").as_str()));
+        assert!(
+            cells
+                .iter()
+                .all(|s| s.stacks == ["none", "tower", "damped"]),
+            "{family}"
+        );
+    }
     // Fractional flapping phases survive expansion.
     let fast = scenarios
         .iter()
@@ -201,4 +221,38 @@ fn damped_routes_around_a_failed_replica() {
     assert!(none.goodput_ratio < 0.95, "{none:?}");
     assert!(damped.amplification < 1.1, "{damped:?}");
     assert!(damped.breaker_transitions.unwrap_or(0) > 0, "{damped:?}");
+}
+
+/// In a scenario that hedges, the stacks with a hedging layer report their hedges per second
+/// and the worst second's share; the others report none (not a share of zero). Tower runs
+/// here without retries or an attempt timeout, so neither hedger sends a request more than
+/// one hedge and no second can show more hedges than requests.
+#[test]
+fn only_hedging_stacks_report_a_hedge_share() {
+    let text = SMALL
+        .replace("[load.impatient]\nfraction = 0.5\npause_ms = 300\n", "")
+        .replace(
+            "error_probability = 0.5\n",
+            "multiplier_probability = 0.1\n",
+        )
+        + "[tower]\ntimeout_ms = 0\nretry_percent = 0\n\
+           hedge = { percentile = 0.9, min_data_points = 20, period_s = 2 }\n";
+    let scenarios = expand(&parse(&text, "h.toml").unwrap(), true);
+    let report = run_scenarios(&scenarios, 1, 2);
+    for st in &report.scenarios[0].stacks {
+        let m = &st.metrics;
+        match st.name.as_str() {
+            "none" | "naive" => {
+                assert_eq!(m.hedge_share_worst_s, None, "{}: {m:?}", st.name);
+                assert_eq!(st.series.hedges, None, "{}", st.name);
+            }
+            _ => {
+                let worst = m.hedge_share_worst_s.expect("a hedging stack has a share");
+                let hedges = st.series.hedges.as_ref().expect("and a series");
+                assert!(hedges.iter().sum::<u64>() > 0, "{}: {hedges:?}", st.name);
+                assert!(worst > 0.0 && worst <= 1.0, "{}: {m:?}", st.name);
+                assert!(worst >= m.hedge_extra_load.unwrap(), "{}: {m:?}", st.name);
+            }
+        }
+    }
 }
