@@ -147,7 +147,7 @@ impl<C, R, E> ClientStack<C, R, E> {
         self
     }
 
-    /// Seeds every source of jitter, for reproducible runs.
+    /// Seeds every source of jitter (and the retry budget's loans), for reproducible runs.
     pub fn seed(mut self, seed: u64) -> Self {
         self.seed = Some(seed);
         self
@@ -247,6 +247,10 @@ impl<C, R, E> ClientStack<C, R, E> {
         }
         if let Some(v) = b.reserve {
             budget = budget.reserve(v);
+        }
+        if let Some(s) = self.seed {
+            // Its own stream: the layers below draw from the same seed.
+            budget = budget.seed(s ^ 0xB0D6_E7B0_D6E7_B0D6);
         }
         let budget = budget
             .build()

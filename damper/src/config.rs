@@ -109,7 +109,8 @@ pub struct BudgetConfig {
     /// about what the last `ttl` of good traffic earned.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub ttl: Option<Duration>,
-    /// Tokens that never decay (default 1), so a quiet client can still retry.
+    /// Tokens that do not decay while the client is quiet, under one request a second
+    /// (default 1), so a quiet client can still retry.
     pub reserve: Option<f64>,
 }
 

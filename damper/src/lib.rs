@@ -54,7 +54,7 @@
 //! loops:
 //! - **one budget** for retries and hedges: total attempts ≤ (1 + ratio) × requests + one
 //!   reserve token per client, and the bank follows each client's own rate (about half a
-//!   second of its good traffic);
+//!   second of its good traffic; only a client under one request a second keeps the reserve);
 //! - **one latency histogram** read by the adaptive timeout and the hedge delay (the hedge
 //!   layer records when hedging is on, since it also sees the attempts it supersedes; the
 //!   timeout otherwise; censored timeouts included either way);

@@ -151,11 +151,12 @@ async fn a_slow_client_keeps_the_successes_of_a_mostly_failing_dependency() {
     );
 }
 
-#[tokio::test(start_paused = true)]
-async fn transient_failures_are_retried_within_the_budget() {
+/// `requests` calls, `gap` apart, through the client stack (no breaker, no hedging) over a
+/// backend whose every twentieth attempt fails: 5% of the traffic, under the budget's 10%.
+/// Returns the successes and the attempts the backend saw.
+async fn every_twentieth_attempt_fails(seed: u64, requests: u32, gap: Duration) -> (u32, u64) {
     let calls = Arc::new(AtomicU64::new(0));
     let c = calls.clone();
-    // Every twentieth attempt fails: 5% of the traffic, under the budget's 10%.
     let backend = tower::service_fn(move |n: u32| {
         let k = c.fetch_add(1, Ordering::Relaxed);
         async move {
@@ -169,20 +170,49 @@ async fn transient_failures_are_retried_within_the_budget() {
     let layer = ClientStack::new()
         .breaker(false)
         .hedging(false)
-        .seed(7)
+        .seed(seed)
         .build()
         .unwrap();
     let mut svc = ServiceBuilder::new().layer(layer).service(backend);
     let mut ok = 0;
-    for i in 0..300u32 {
+    for i in 0..requests {
         if svc.ready().await.unwrap().call(i).await.is_ok() {
             ok += 1;
         }
-        tokio::time::advance(Duration::from_millis(100)).await;
+        tokio::time::advance(gap).await;
     }
-    // Without retries 15 would fail; ten successes earn each retry, so every one is retried.
-    assert_eq!(ok, 300, "{ok} of 300 succeeded");
-    assert_eq!(calls.load(Ordering::Relaxed), 300 + 15);
+    (ok, calls.load(Ordering::Relaxed))
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_failures_are_retried_within_the_budget() {
+    // 100 rps: the budget's bank (what the last half second of successes earned) holds about
+    // five tokens. (At 10 rps it holds half of one, lent as a whole one every other time:
+    // `a_ten_rps_client_retries_its_odd_failures_in_proportion_to_its_bank`.)
+    let (ok, calls) = every_twentieth_attempt_fails(7, 3_000, Duration::from_millis(10)).await;
+    // Without retries 150 would fail; ten successes earn each retry, so every one is retried
+    // (and the retries that fail in turn as well).
+    assert_eq!(ok, 3_000, "{ok} of 3,000 succeeded");
+    assert_eq!(calls, 3_000 + 157);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_ten_rps_client_retries_its_odd_failures_in_proportion_to_its_bank() {
+    // 10 rps for 100 s: 50 odd failures. The bank holds about ratio x 9.5 rps x 0.5 s = 0.475
+    // of a token when one comes, lent as a whole token with that probability: many are
+    // retried, not all (a fleet of such clients must not spend a whole token each in the
+    // first second of an outage).
+    let mut retried = 0;
+    for seed in 0..4 {
+        let (_, calls) =
+            every_twentieth_attempt_fails(seed, 1_000, Duration::from_millis(100)).await;
+        retried += calls - 1_000;
+    }
+    // About 4 x 50 x 0.475 = 95 in expectation (a retry can fail too and be asked again).
+    assert!(
+        (50..=150).contains(&retried),
+        "{retried} of ~200 failures retried"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -37,9 +37,10 @@
 //! extra attempts ≤ initial + ratio × good responses + floor_burst + min_per_sec × elapsed
 //! ```
 //!
-//! The bank follows each client's own rate: tokens above a one-token reserve decay with a
-//! 500 ms time constant, so a client holds about what its last half second of good traffic
-//! earned, and a fleet of quiet clients cannot save up a storm. See [`budget`] for the bucket,
+//! The bank follows each client's own rate: tokens decay with a 500 ms time constant, so a
+//! client holds about what its last half second of good traffic earned, and a fleet cannot
+//! save up a storm. Only a quiet client (under one request a second) keeps a one-token
+//! reserve, so that it can still retry the odd failure. See [`budget`] for the bucket,
 //! the reserve, the decay, the floor and the choice of defaults.
 //!
 //! # What the retry layer does
