@@ -55,10 +55,11 @@ fn the_catalog_parses_and_has_every_scenario() {
         "fleet-blip/c1-r100",
         "fleet-errors-50/c10-r10",
         "fleet-errors-90/c100-r2",
+        "fleet-hedge/c100-r100",
     ] {
         assert!(names.contains(&want), "{want} missing from {names:?}");
     }
-    assert_eq!(catalog().len(), 24);
+    assert_eq!(catalog().len(), 25);
     // The fleet family: every cell, 1,000 clients x 100 rps included, with none, tower, damped.
     for family in [
         "fleet-outage",
