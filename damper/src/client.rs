@@ -12,8 +12,10 @@ use damper_core::pushback::Pushback;
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tower_adaptive_timeout::deadline::Deadline;
-use tower_adaptive_timeout::{AdaptiveTimeout, AdaptiveTimeoutLayer, DeadlineLayer};
+use tower_adaptive_timeout::deadline::{Deadline, PropagateDeadline};
+use tower_adaptive_timeout::{
+    AdaptiveTimeout, AdaptiveTimeoutLayer, DeadlineLayer, PropagateDeadlineLayer,
+};
 use tower_breaker::{Breaker, BreakerConfig, BreakerHandle, BreakerLayer, Mode};
 use tower_hedge::{Hedge, HedgeHandle, HedgeLayer};
 use tower_layer::Layer;
@@ -141,7 +143,9 @@ impl<C, R, E> ClientStack<C, R, E> {
         self
     }
 
-    /// The deadline of each logical request, across all attempts and hedges.
+    /// The deadline of each logical request, across all attempts and hedges. A shorter
+    /// `grpc-timeout` already on a request wins; each attempt carries the time left when it is
+    /// sent as `grpc-timeout`.
     pub fn deadline(mut self, deadline: std::time::Duration) -> Self {
         self.config.deadline = Some(deadline);
         self
@@ -260,12 +264,19 @@ impl<C, R, E> ClientStack<C, R, E> {
             Some(d) => Some(
                 DeadlineLayer::builder()
                     .timeout(d)
+                    // A `grpc-timeout` the caller already put on the request (tonic's
+                    // `Request::set_timeout` does) is a deadline too: the earlier one wins.
+                    .accept_grpc_timeout(d)
+                    // Written per attempt at the bottom instead, where each retry and hedge
+                    // says what is left when it is sent.
+                    .propagate(false)
                     .name(name.clone())
                     .build()
                     .map_err(|e| field_err("client", "deadline", e.reason()))?,
             ),
             None => None,
         };
+        let propagate = deadline.as_ref().map(|_| PropagateDeadlineLayer::new());
 
         let retry = if cfg.retry.enabled {
             let r = &cfg.retry;
@@ -483,6 +494,7 @@ impl<C, R, E> ClientStack<C, R, E> {
             breaker: Optional(breaker.map(|(l, _)| l)),
             limit: Optional(limit),
             timeout: Optional(timeout),
+            propagate: Optional(propagate),
         })
     }
 }
@@ -718,6 +730,7 @@ pub struct ClientLayer<
     breaker: Optional<BreakerLayer<BreakerView<C>>>,
     limit: Optional<ShedLayer>,
     timeout: Optional<AdaptiveTimeoutLayer>,
+    propagate: Optional<PropagateDeadlineLayer>,
 }
 
 impl<C, R, E> fmt::Debug for ClientLayer<C, R, E> {
@@ -740,7 +753,8 @@ impl<C, R, E> ClientLayer<C, R, E> {
     }
 }
 
-type T6<S> = Maybe<AdaptiveTimeout<S>, S>;
+type T7<S> = Maybe<PropagateDeadline<S>, S>;
+type T6<S> = Maybe<AdaptiveTimeout<T7<S>>, T7<S>>;
 type T5<S> = Maybe<Shed<T6<S>>, T6<S>>;
 type T4<S, C> = Maybe<Breaker<T5<S>, BreakerView<C>>, T5<S>>;
 type T3<S, C, E> = Maybe<Hedge<T4<S, C>, E, C>, T4<S, C>>;
@@ -763,7 +777,8 @@ where
     type Service = ClientService<S, C, R, E>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let s = self.timeout.layer(inner);
+        let s = self.propagate.layer(inner);
+        let s = self.timeout.layer(s);
         let s = self.limit.layer(s);
         let s = self.breaker.layer(s);
         let s = self.hedge.layer(s);

@@ -41,7 +41,8 @@
 //! [`ClientStack`] wires, outermost first:
 //!
 //! ```text
-//! deadline → retry (budget) → hedge (same budget) → breaker → client limit → adaptive timeout → transport
+//! deadline → retry (budget) → hedge (same budget) → breaker → client limit → adaptive timeout
+//!   → deadline propagation → transport
 //! ```
 //!
 //! and [`ServerStack`]:
@@ -59,7 +60,10 @@
 //!   layer records when hedging is on, since it also sees the attempts it supersedes; the
 //!   timeout otherwise; censored timeouts included either way);
 //! - **deadline first**: retries and hedges are not sent when the remaining deadline cannot fit
-//!   an attempt, and every attempt timeout is capped by it;
+//!   an attempt, and every attempt timeout is capped by it. A shorter `grpc-timeout` the caller
+//!   already put on the request (tonic's `Request::set_timeout`) wins over the stack's
+//!   deadline, and each attempt is sent with the time left at that moment, so a retry 1.5 s
+//!   into a 2 s deadline tells the server 0.5 s;
 //! - **local rejections are final**: an open breaker or a full client limit is never retried
 //!   against the same dependency; server overload signals (429/503 with `Retry-After`,
 //!   `RESOURCE_EXHAUSTED`, pushback) delay or stop retries; the breaker leaves overload with

@@ -491,3 +491,102 @@ async fn the_http_client_preset_retries_only_idempotent_requests() {
         "a POST is sent once"
     );
 }
+
+/// The `grpc-timeout` of each attempt a backend saw, in microseconds (0: none), up to four.
+#[derive(Default)]
+struct Seen {
+    count: AtomicU64,
+    micros: [AtomicU64; 4],
+}
+
+impl Seen {
+    fn all(&self) -> Vec<u64> {
+        let n = self.count.load(Ordering::Relaxed).min(4) as usize;
+        self.micros[..n]
+            .iter()
+            .map(|m| m.load(Ordering::Relaxed))
+            .collect()
+    }
+}
+
+type HttpBackend =
+    tower::util::BoxCloneService<http::Request<String>, http::Response<String>, BoxError>;
+
+/// A backend that records the `grpc-timeout` each attempt carries and answers `status` after
+/// `latency`.
+fn recording_backend(latency: Duration, status: u16) -> (Arc<Seen>, HttpBackend) {
+    let seen = Arc::new(Seen::default());
+    let s = seen.clone();
+    let backend = tower::service_fn(move |req: http::Request<String>| {
+        let micros = req.headers().get("grpc-timeout").map_or(0, |v| {
+            let v = v.to_str().unwrap();
+            v.strip_suffix('u').unwrap().parse().unwrap()
+        });
+        let i = s.count.fetch_add(1, Ordering::Relaxed) as usize;
+        if let Some(slot) = s.micros.get(i) {
+            slot.store(micros, Ordering::Relaxed);
+        }
+        async move {
+            tokio::time::sleep(latency).await;
+            Ok::<_, BoxError>(
+                http::Response::builder()
+                    .status(status)
+                    .body(String::new())
+                    .unwrap(),
+            )
+        }
+    });
+    (seen, tower::util::BoxCloneService::new(backend))
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_attempt_tells_the_server_the_time_left_when_it_is_sent() {
+    // The first attempt is answered 503 after 600 ms: its retry must say about 1.4 s is left
+    // of the 2 s deadline, not 2 s again.
+    let (seen, backend) = recording_backend(Duration::from_millis(600), 503);
+    let layer = ClientStack::http()
+        .breaker(false)
+        .hedging(false)
+        .deadline(Duration::from_secs(2))
+        .seed(5)
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let get = http::Request::get("/").body(String::new()).unwrap();
+    let _ = svc.ready().await.unwrap().call(get).await;
+    let seen = seen.all();
+    assert!(seen.len() >= 2, "{seen:?}");
+    assert_eq!(seen[0], 2_000_000, "{seen:?}");
+    assert!(
+        (1_000_000..=1_400_000).contains(&seen[1]),
+        "the retry says {} us are left: {seen:?}",
+        seen[1]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_callers_shorter_grpc_timeout_wins_over_the_stacks_deadline() {
+    // The caller allows 100 ms (as tonic's `Request::set_timeout` writes it); the stack's
+    // deadline is 2 s. The backend answers after 300 ms: too late for the caller.
+    let (seen, backend) = recording_backend(Duration::from_millis(300), 200);
+    let layer = ClientStack::http()
+        .breaker(false)
+        .hedging(false)
+        .retries(false)
+        .deadline(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let get = http::Request::get("/")
+        .header("grpc-timeout", "100m")
+        .body(String::new())
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = svc.ready().await.unwrap().call(get).await.unwrap_err();
+    assert!(
+        damper::core::error::find::<DeadlineExceeded>(&*err).is_some(),
+        "{err}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(seen.all(), [100_000]);
+}

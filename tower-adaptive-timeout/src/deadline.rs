@@ -321,6 +321,107 @@ where
     }
 }
 
+/// Writes the time left before a request's deadline as `grpc-timeout`, at the moment each
+/// request passes: the layer for the bottom of a client stack.
+///
+/// [`DeadlineLayer`] writes the header once, when the logical request enters it. Below it,
+/// retries and hedges send copies of that request later, and a copy would tell the server the
+/// time that was left at the start: a retry sent 1.5 s into a 2 s deadline would say "2 s
+/// left". Put this layer below the retry and hedge layers (and turn the `DeadlineLayer`'s
+/// own [`propagate`](DeadlineBuilder::propagate) off) and every attempt says what is left
+/// when it is sent. Requests without a deadline pass untouched.
+///
+/// ```
+/// use damper_core::deadline::{Deadline, HasDeadline};
+/// use std::time::Duration;
+/// use tower::{ServiceBuilder, ServiceExt};
+/// use tower_adaptive_timeout::{DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer};
+///
+/// // A request type that carries a deadline and a `grpc-timeout` (as `http::Request` does
+/// // with feature `http`).
+/// #[derive(Default)]
+/// struct Req {
+///     deadline: Option<Deadline>,
+///     grpc_timeout: Option<Duration>,
+/// }
+/// impl HasDeadline for Req {
+///     fn deadline(&self) -> Option<Deadline> {
+///         self.deadline
+///     }
+///     fn set_deadline(&mut self, deadline: Deadline) -> bool {
+///         self.deadline = Some(deadline);
+///         true
+///     }
+/// }
+/// impl DeadlineHeaders for Req {
+///     fn set_grpc_timeout(&mut self, remaining: Duration) {
+///         self.grpc_timeout = Some(remaining);
+///     }
+/// }
+///
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+/// # async fn main() -> Result<(), tower_adaptive_timeout::BoxError> {
+/// let client = ServiceBuilder::new()
+///     .layer(DeadlineLayer::builder().timeout(Duration::from_secs(2)).propagate(false).build()?)
+///     // ... retries and hedges here: each attempt passes the layer below when it is sent ...
+///     .layer(PropagateDeadlineLayer::new())
+///     .service_fn(|req: Req| async move { Ok::<_, std::convert::Infallible>(req.grpc_timeout) });
+/// assert_eq!(client.oneshot(Req::default()).await?, Some(Duration::from_secs(2)));
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PropagateDeadlineLayer(());
+
+impl PropagateDeadlineLayer {
+    /// The layer.
+    pub const fn new() -> Self {
+        Self(())
+    }
+}
+
+impl<S> Layer<S> for PropagateDeadlineLayer {
+    type Service = PropagateDeadline<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        PropagateDeadline { inner }
+    }
+}
+
+/// Writes the time left before each request's deadline as `grpc-timeout`; built by
+/// [`PropagateDeadlineLayer`].
+#[derive(Debug, Clone)]
+pub struct PropagateDeadline<S> {
+    inner: S,
+}
+
+impl<S> PropagateDeadline<S> {
+    inner_accessors!();
+}
+
+impl<S, Req> Service<Req> for PropagateDeadline<S>
+where
+    S: Service<Req>,
+    Req: DeadlineHeaders,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    #[inline]
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    #[inline]
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        if let Some(deadline) = req.deadline() {
+            req.set_grpc_timeout(deadline.remaining(Instant::now()));
+        }
+        self.inner.call(req)
+    }
+}
+
 pub mod future {
     //! The response future of [`Deadline`].
 

@@ -122,7 +122,7 @@ pub mod policy;
 mod service;
 
 pub use crate::config::TimeoutConfig;
-pub use crate::deadline::{DeadlineHeaders, DeadlineLayer};
+pub use crate::deadline::{DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer};
 pub use crate::layer::{AdaptiveTimeoutBuilder, AdaptiveTimeoutLayer};
 pub use crate::service::AdaptiveTimeout;
 pub use damper_core::BoxError;

@@ -210,3 +210,23 @@ mod http_requests {
         assert_eq!(req.headers()["grpc-timeout"], "300000u");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn propagate_writes_what_is_left_when_each_request_passes() {
+    use tower_adaptive_timeout::PropagateDeadlineLayer;
+    let (mut svc, mut handle) = mock::spawn_layer::<Req, u32, _>(PropagateDeadlineLayer::new());
+    let deadline = Deadline::at(Instant::now() + 2000 * MS);
+    // Sent at once, then again 1.5 s later (as a retry would send a copy).
+    for (wait, want) in [(0, "2000000u"), (1500, "500000u")] {
+        time::advance(wait * MS).await;
+        assert_ready_ok!(svc.poll_ready());
+        let _fut = svc.call(Req::with_deadline(deadline));
+        let (req, _send) = handle.next_request().await.unwrap();
+        assert_eq!(req.outgoing.as_deref(), Some(want));
+    }
+    // A request without a deadline passes untouched.
+    assert_ready_ok!(svc.poll_ready());
+    let _fut = svc.call(Req::default());
+    let (req, _send) = handle.next_request().await.unwrap();
+    assert_eq!(req.outgoing, None);
+}
