@@ -276,7 +276,9 @@ impl<C, R, E> ClientStack<C, R, E> {
             ),
             None => None,
         };
-        let propagate = deadline.as_ref().map(|_| PropagateDeadlineLayer::new());
+        // One service type whether or not it propagates: no `Maybe` level (each doubles the
+        // stack's type).
+        let propagate = PropagateDeadlineLayer::enabled(deadline.is_some());
 
         let retry = if cfg.retry.enabled {
             let r = &cfg.retry;
@@ -494,7 +496,7 @@ impl<C, R, E> ClientStack<C, R, E> {
             breaker: Optional(breaker.map(|(l, _)| l)),
             limit: Optional(limit),
             timeout: Optional(timeout),
-            propagate: Optional(propagate),
+            propagate,
         })
     }
 }
@@ -730,7 +732,7 @@ pub struct ClientLayer<
     breaker: Optional<BreakerLayer<BreakerView<C>>>,
     limit: Optional<ShedLayer>,
     timeout: Optional<AdaptiveTimeoutLayer>,
-    propagate: Optional<PropagateDeadlineLayer>,
+    propagate: PropagateDeadlineLayer,
 }
 
 impl<C, R, E> fmt::Debug for ClientLayer<C, R, E> {
@@ -753,8 +755,7 @@ impl<C, R, E> ClientLayer<C, R, E> {
     }
 }
 
-type T7<S> = Maybe<PropagateDeadline<S>, S>;
-type T6<S> = Maybe<AdaptiveTimeout<T7<S>>, T7<S>>;
+type T6<S> = Maybe<AdaptiveTimeout<PropagateDeadline<S>>, PropagateDeadline<S>>;
 type T5<S> = Maybe<Shed<T6<S>>, T6<S>>;
 type T4<S, C> = Maybe<Breaker<T5<S>, BreakerView<C>>, T5<S>>;
 type T3<S, C, E> = Maybe<Hedge<T4<S, C>, E, C>, T4<S, C>>;

@@ -370,13 +370,27 @@ where
 /// # Ok(())
 /// # }
 /// ```
-#[derive(Debug, Clone, Copy, Default)]
-pub struct PropagateDeadlineLayer(());
+#[derive(Debug, Clone, Copy)]
+pub struct PropagateDeadlineLayer {
+    on: bool,
+}
+
+impl Default for PropagateDeadlineLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 impl PropagateDeadlineLayer {
     /// The layer.
     pub const fn new() -> Self {
-        Self(())
+        Self { on: true }
+    }
+
+    /// The layer if `on`, otherwise one whose services pass every request untouched. A stack
+    /// that may or may not propagate keeps one service type either way (no `Either` level).
+    pub const fn enabled(on: bool) -> Self {
+        Self { on }
     }
 }
 
@@ -384,7 +398,7 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
     type Service = PropagateDeadline<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        PropagateDeadline { inner }
+        PropagateDeadline { inner, on: self.on }
     }
 }
 
@@ -393,6 +407,7 @@ impl<S> Layer<S> for PropagateDeadlineLayer {
 #[derive(Debug, Clone)]
 pub struct PropagateDeadline<S> {
     inner: S,
+    on: bool,
 }
 
 impl<S> PropagateDeadline<S> {
@@ -415,7 +430,9 @@ where
 
     #[inline]
     fn call(&mut self, mut req: Req) -> Self::Future {
-        if let Some(deadline) = req.deadline() {
+        if self.on
+            && let Some(deadline) = req.deadline()
+        {
             req.set_grpc_timeout(deadline.remaining(Instant::now()));
         }
         self.inner.call(req)

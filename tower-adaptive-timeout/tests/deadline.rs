@@ -230,3 +230,14 @@ async fn propagate_writes_what_is_left_when_each_request_passes() {
     let (req, _send) = handle.next_request().await.unwrap();
     assert_eq!(req.outgoing, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_disabled_propagate_layer_writes_nothing() {
+    use tower_adaptive_timeout::PropagateDeadlineLayer;
+    let (mut svc, mut handle) =
+        mock::spawn_layer::<Req, u32, _>(PropagateDeadlineLayer::enabled(false));
+    assert_ready_ok!(svc.poll_ready());
+    let _fut = svc.call(Req::with_deadline(Deadline::at(Instant::now() + 2000 * MS)));
+    let (req, _send) = handle.next_request().await.unwrap();
+    assert_eq!(req.outgoing, None);
+}
