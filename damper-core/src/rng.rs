@@ -31,6 +31,18 @@ impl<R: Random + ?Sized> Random for &mut R {
     }
 }
 
+/// A seed for a layer built without one: the wall clock's nanoseconds mixed with a
+/// process-wide count of the seeds handed out, so two layers built in the same instant still
+/// draw apart. Read once, when a layer is built.
+pub fn clock_seed() -> u64 {
+    static HANDED_OUT: AtomicU64 = AtomicU64::new(0);
+    let n = HANDED_OUT.fetch_add(1, Ordering::Relaxed);
+    let clock = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0x5eed, |d| d.as_nanos() as u64);
+    clock ^ n.wrapping_mul(GOLDEN_GAMMA)
+}
+
 /// SplitMix64: a tiny, fast, seedable generator (not cryptographic).
 #[derive(Debug, Clone)]
 pub struct SplitMix64 {

@@ -548,16 +548,9 @@ impl fmt::Debug for Policy {
 impl Policy {
     /// A closed breaker whose clock starts at `origin`.
     pub fn new(config: &BreakerConfig, origin: Instant) -> Self {
-        let seed = config.seed.unwrap_or_else(|| {
-            // Seeded once from the wall clock and a process-wide counter, so breakers built at
-            // the same instant still draw different jitter.
-            static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            let n = BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0x5eed, nanos)
-                ^ n.wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        });
+        // Seeded once from the wall clock and a process-wide counter, so breakers built at the
+        // same instant still draw different jitter.
+        let seed = config.seed.unwrap_or_else(damper_core::rng::clock_seed);
         Self {
             state: Padded(AtomicU64::new(Word::new(State::Closed, false, 0, 0, 0).0)),
             consecutive: Padded(AtomicU64::new(0)),

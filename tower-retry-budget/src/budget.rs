@@ -476,14 +476,7 @@ impl RetryBudget {
         );
         let whole = config.initial.floor();
         gauge.set(whole);
-        let seed = seed.unwrap_or_else(|| {
-            let clock = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64);
-            // Two budgets built in the same nanosecond still draw apart.
-            static BUILT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-            clock ^ BUILT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32
-        });
+        let seed = seed.unwrap_or_else(damper_core::rng::clock_seed);
         Ok(Self {
             bucket,
             floor,

@@ -189,11 +189,7 @@ impl<B, C, P> RetryLayerBuilder<B, C, P> {
     where
         B: 'static,
     {
-        let seed = self.knobs.seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos() as u64)
-        });
+        let seed = self.knobs.seed.unwrap_or_else(damper_core::rng::clock_seed);
         Shared {
             policy: RetryPolicy::new(
                 self.knobs.max_attempts,
