@@ -60,6 +60,21 @@ fn parse_digits(v: &[u8]) -> Option<u64> {
     Some(n)
 }
 
+/// `delay` as the value of a `Retry-After` header: whole seconds, rounded up (the header
+/// cannot say less than a second), saturating at `u64::MAX`.
+pub fn retry_after_secs(delay: Duration) -> u64 {
+    delay
+        .as_secs()
+        .saturating_add(u64::from(delay.subsec_nanos() > 0))
+}
+
+/// `delay` as the value of a `grpc-retry-pushback-ms` header: milliseconds, rounded up (so a
+/// hint under a millisecond is not sent as "retry at once"), saturating at `u64::MAX`.
+pub fn pushback_millis(delay: Duration) -> u64 {
+    let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+    ms.saturating_add(u64::from(delay.subsec_nanos() % 1_000_000 > 0))
+}
+
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date (IMF-fixdate) read
 /// against the wall-clock `now`. The result is clamped to `max`; a date in the past gives zero.
 /// Malformed values give `None`.
@@ -142,6 +157,24 @@ mod tests {
     use super::*;
 
     const MAX: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn hints_are_encoded_rounded_up_and_saturating() {
+        assert_eq!(retry_after_secs(Duration::ZERO), 0);
+        assert_eq!(retry_after_secs(Duration::from_millis(20)), 1);
+        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
+        assert_eq!(retry_after_secs(Duration::from_millis(3001)), 4);
+        assert_eq!(retry_after_secs(Duration::MAX), u64::MAX);
+        assert_eq!(pushback_millis(Duration::ZERO), 0);
+        assert_eq!(pushback_millis(Duration::from_micros(300)), 1);
+        assert_eq!(pushback_millis(Duration::from_millis(20)), 20);
+        assert_eq!(pushback_millis(Duration::from_micros(20_001)), 21);
+        assert_eq!(pushback_millis(Duration::MAX), u64::MAX);
+        // What is sent parses back to at least the hint (up to the clamp).
+        let d = Duration::from_micros(1_500);
+        let back = parse_grpc_pushback(pushback_millis(d).to_string().as_bytes(), MAX);
+        assert_eq!(back, Some(Pushback::After(Duration::from_millis(2))));
+    }
 
     fn epoch(secs: u64) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs)

@@ -22,6 +22,9 @@ use tower_layer::Layer;
 use tower_retry_budget::{Retry, RetryBudget, RetryLayer};
 use tower_shed::{Shed, ShedHandle, ShedLayer};
 
+/// The longest caller-set `grpc-timeout` a stack without a deadline of its own honours.
+const MAX_CALLER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Builds the client stack. See the [crate docs](crate) for the order of the layers and how
 /// they are coupled.
 ///
@@ -40,6 +43,8 @@ pub struct ClientStack<
     replay: R,
     eligible: E,
     seed: Option<u64>,
+    /// The preset's choice when `config.propagate_deadline` is unset.
+    propagate_default: bool,
 }
 
 impl<C, R, E> fmt::Debug for ClientStack<C, R, E> {
@@ -66,6 +71,7 @@ impl ClientStack {
             replay: tower_retry_budget::CloneAll::default(),
             eligible: tower_hedge::Always::default(),
             seed: None,
+            propagate_default: false,
         }
     }
 }
@@ -81,7 +87,9 @@ impl
     /// The HTTP preset: responses classified by status (5xx failures; 429/502/503/504
     /// retryable; 429 and 503 overload with `Retry-After` honoured); only idempotent requests
     /// (safe methods or an `Idempotency-Key`) are retried or hedged, with bodies replayed up to
-    /// 64 KiB; the deadline travels as `grpc-timeout`.
+    /// 64 KiB. The deadline is enforced but not sent: turn
+    /// [`propagate_deadline`](ClientStack::propagate_deadline) on to send it as
+    /// `grpc-timeout` to servers that read it (damper's `ServerStack` does).
     pub fn http() -> Self {
         ClientStack {
             config: ClientConfig::default(),
@@ -89,6 +97,7 @@ impl
             replay: tower_retry_budget::Idempotent::default(),
             eligible: tower_hedge::Idempotent::default(),
             seed: None,
+            propagate_default: false,
         }
     }
 }
@@ -104,7 +113,8 @@ impl
     /// The gRPC preset, for a tonic `Channel` (a service of `http::Request`s): results
     /// classified by `grpc-status` (`UNAVAILABLE`, `ABORTED`, `RESOURCE_EXHAUSTED` and
     /// `DEADLINE_EXCEEDED` retryable; `grpc-retry-pushback-ms` honoured); the deadline travels
-    /// as `grpc-timeout`. gRPC calls are `POST`s, so only those carrying an
+    /// as `grpc-timeout`, and a `grpc-timeout` the caller set (tonic's
+    /// `Request::set_timeout`) bounds the call even without a stack deadline. gRPC calls are `POST`s, so only those carrying an
     /// `Idempotency-Key` header are retried or hedged; hedging is off by default.
     pub fn grpc() -> Self {
         let mut config = ClientConfig::default();
@@ -115,6 +125,7 @@ impl
             replay: tower_retry_budget::Idempotent::default(),
             eligible: tower_hedge::Idempotent::default(),
             seed: None,
+            propagate_default: true,
         }
     }
 }
@@ -148,6 +159,14 @@ impl<C, R, E> ClientStack<C, R, E> {
     /// sent as `grpc-timeout`.
     pub fn deadline(mut self, deadline: std::time::Duration) -> Self {
         self.config.deadline = Some(deadline);
+        self
+    }
+
+    /// Whether each attempt carries the time left as `grpc-timeout` (and a caller's own
+    /// `grpc-timeout` is honoured without a stack deadline). On for the gRPC preset, off
+    /// otherwise; same as `config.propagate_deadline`.
+    pub fn propagate_deadline(mut self, on: bool) -> Self {
+        self.config.propagate_deadline = Some(on);
         self
     }
 
@@ -195,6 +214,7 @@ impl<C, R, E> ClientStack<C, R, E> {
             replay: self.replay,
             eligible: self.eligible,
             seed: self.seed,
+            propagate_default: self.propagate_default,
         }
     }
 
@@ -206,6 +226,7 @@ impl<C, R, E> ClientStack<C, R, E> {
             replay,
             eligible: self.eligible,
             seed: self.seed,
+            propagate_default: self.propagate_default,
         }
     }
 
@@ -217,6 +238,7 @@ impl<C, R, E> ClientStack<C, R, E> {
             replay: self.replay,
             eligible,
             seed: self.seed,
+            propagate_default: self.propagate_default,
         }
     }
 
@@ -260,25 +282,33 @@ impl<C, R, E> ClientStack<C, R, E> {
             .build()
             .map_err(|e| field_err("client.budget", e.field(), e.reason()))?;
 
-        let deadline = match cfg.deadline {
-            Some(d) => Some(
-                DeadlineLayer::builder()
-                    .timeout(d)
+        let propagates = cfg.propagate_deadline.unwrap_or(self.propagate_default);
+        // With no deadline of its own, a propagating stack still bounds a request by the
+        // `grpc-timeout` its caller set, up to the longest a header can say.
+        let accept = cfg.deadline.or(propagates.then_some(MAX_CALLER_TIMEOUT));
+        let deadline = match accept {
+            Some(max) => {
+                let mut b = DeadlineLayer::builder()
                     // A `grpc-timeout` the caller already put on the request (tonic's
                     // `Request::set_timeout` does) is a deadline too: the earlier one wins.
-                    .accept_grpc_timeout(d)
+                    .accept_grpc_timeout(max)
                     // Written per attempt at the bottom instead, where each retry and hedge
                     // says what is left when it is sent.
                     .propagate(false)
-                    .name(name.clone())
-                    .build()
-                    .map_err(|e| field_err("client", "deadline", e.reason()))?,
-            ),
+                    .name(name.clone());
+                if let Some(d) = cfg.deadline {
+                    b = b.timeout(d);
+                }
+                Some(
+                    b.build()
+                        .map_err(|e| field_err("client", "deadline", e.reason()))?,
+                )
+            }
             None => None,
         };
         // One service type whether or not it propagates: no `Maybe` level (each doubles the
         // stack's type).
-        let propagate = PropagateDeadlineLayer::enabled(deadline.is_some());
+        let propagate = PropagateDeadlineLayer::enabled(propagates);
 
         let retry = if cfg.retry.enabled {
             let r = &cfg.retry;

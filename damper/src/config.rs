@@ -394,6 +394,12 @@ pub struct ClientConfig {
     /// unless the request carries one.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub deadline: Option<Duration>,
+    /// Whether each attempt tells the server the time left as a `grpc-timeout` header, and a
+    /// `grpc-timeout` the caller already set bounds the request even when `deadline` is
+    /// unset. None: the preset's choice (on for [`ClientStack::grpc`](crate::ClientStack),
+    /// off for `http()` and `new()`, so calls to third-party HTTP APIs carry no gRPC header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub propagate_deadline: Option<bool>,
     /// The budget shared by retries and hedges.
     pub budget: BudgetConfig,
     /// Retries.

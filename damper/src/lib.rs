@@ -62,8 +62,9 @@
 //! - **deadline first**: retries and hedges are not sent when the remaining deadline cannot fit
 //!   an attempt, and every attempt timeout is capped by it. A shorter `grpc-timeout` the caller
 //!   already put on the request (tonic's `Request::set_timeout`) wins over the stack's
-//!   deadline, and each attempt is sent with the time left at that moment, so a retry 1.5 s
-//!   into a 2 s deadline tells the server 0.5 s;
+//!   deadline. Where the deadline is propagated (the gRPC preset, or
+//!   [`ClientStack::propagate_deadline`]), each attempt is sent with the time left at that
+//!   moment as `grpc-timeout`, so a retry 1.5 s into a 2 s deadline tells the server 0.5 s;
 //! - **local rejections are final**: an open breaker or a full client limit is never retried
 //!   against the same dependency; server overload signals (429/503 with `Retry-After`,
 //!   `RESOURCE_EXHAUSTED`, pushback) delay or stop retries; the breaker leaves overload with

@@ -396,7 +396,7 @@ fn configs_round_trip_and_reject_unknown_fields() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn the_http_server_stack_sheds_with_503_and_retry_after() {
+async fn the_http_server_stack_sheds_with_503_retry_after_and_a_millisecond_hint() {
     let mut config = ServerConfig::default();
     config.limit.algorithm = Some(damper::config::LimitAlgorithm::Fixed);
     config.limit.max = Some(1);
@@ -421,6 +421,25 @@ async fn the_http_server_stack_sheds_with_503_and_retry_after() {
         .unwrap();
     assert_eq!(second.status(), http::StatusCode::SERVICE_UNAVAILABLE);
     assert!(second.headers().contains_key(http::header::RETRY_AFTER));
+    // The same hint to the millisecond, which a damper client reads before `Retry-After`.
+    let ms: u64 = second.headers()["grpc-retry-pushback-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ms > 0, "{ms}");
+    let outcome = damper::core::classify::HttpClassifier::new()
+        .classify_parts(second.status(), second.headers());
+    let hint = match outcome {
+        damper::core::classify::Outcome::Failure(f) => f.pushback,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        hint,
+        Some(damper::core::pushback::Pushback::After(
+            Duration::from_millis(ms)
+        ))
+    );
     let first = first.await.unwrap().unwrap();
     assert_eq!(first.status(), http::StatusCode::OK);
     assert_eq!(handle.in_flight(), 0);
@@ -548,6 +567,7 @@ async fn every_attempt_tells_the_server_the_time_left_when_it_is_sent() {
         .breaker(false)
         .hedging(false)
         .deadline(Duration::from_secs(2))
+        .propagate_deadline(true)
         .seed(5)
         .build()
         .unwrap();
@@ -574,6 +594,7 @@ async fn a_callers_shorter_grpc_timeout_wins_over_the_stacks_deadline() {
         .hedging(false)
         .retries(false)
         .deadline(Duration::from_secs(2))
+        .propagate_deadline(true)
         .build()
         .unwrap();
     let mut svc = ServiceBuilder::new().layer(layer).service(backend);
@@ -583,6 +604,61 @@ async fn a_callers_shorter_grpc_timeout_wins_over_the_stacks_deadline() {
         .unwrap();
     let start = tokio::time::Instant::now();
     let err = svc.ready().await.unwrap().call(get).await.unwrap_err();
+    assert!(
+        damper::core::error::find::<DeadlineExceeded>(&*err).is_some(),
+        "{err}"
+    );
+    assert_eq!(start.elapsed(), Duration::from_millis(100));
+    assert_eq!(seen.all(), [100_000]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_http_preset_enforces_its_deadline_without_sending_it() {
+    // A third-party API gets no gRPC header unless asked; the deadline still holds.
+    let (seen, backend) = recording_backend(Duration::from_millis(300), 200);
+    let layer = ClientStack::http()
+        .breaker(false)
+        .hedging(false)
+        .retries(false)
+        .deadline(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let get = http::Request::get("/").body(String::new()).unwrap();
+    let err = svc.ready().await.unwrap().call(get).await.unwrap_err();
+    assert!(
+        damper::core::error::find::<DeadlineExceeded>(&*err).is_some(),
+        "{err}"
+    );
+    assert_eq!(seen.all(), [0], "no grpc-timeout was sent");
+}
+
+#[tokio::test(start_paused = true)]
+async fn propagation_is_a_config_switch() {
+    let config: ClientConfig =
+        toml::from_str("deadline = \"2s\"\npropagate_deadline = true").unwrap();
+    let (seen, backend) = recording_backend(Duration::from_millis(1), 200);
+    let layer = ClientStack::http().config(config).build().unwrap();
+    let svc = ServiceBuilder::new().layer(layer).service(backend);
+    let get = http::Request::get("/").body(String::new()).unwrap();
+    svc.oneshot(get).await.unwrap();
+    assert_eq!(seen.all(), [2_000_000]);
+}
+
+#[cfg(feature = "grpc")]
+#[tokio::test(start_paused = true)]
+async fn the_grpc_preset_honours_a_callers_grpc_timeout_without_a_deadline_of_its_own() {
+    // tonic's `Request::set_timeout(100 ms)`, and no `deadline` on the stack: the call still
+    // ends at 100 ms, and the server is told so.
+    let (seen, backend) = recording_backend(Duration::from_millis(300), 200);
+    let layer = ClientStack::grpc().breaker(false).build().unwrap();
+    let mut svc = ServiceBuilder::new().layer(layer).service(backend);
+    let req = http::Request::post("/echo.Echo/Say")
+        .header("grpc-timeout", "100m")
+        .body(String::new())
+        .unwrap();
+    let start = tokio::time::Instant::now();
+    let err = svc.ready().await.unwrap().call(req).await.unwrap_err();
     assert!(
         damper::core::error::find::<DeadlineExceeded>(&*err).is_some(),
         "{err}"

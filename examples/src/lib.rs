@@ -39,6 +39,8 @@
 //!         damper::ClientStack::http()
 //!             .name("doc-client")
 //!             .deadline(Duration::from_secs(2))
+//!             // The server is damper's too: tell it the time left, as `grpc-timeout`.
+//!             .propagate_deadline(true)
 //!             .build()?,
 //!     )
 //!     .service(damper_examples::reqwest_service(reqwest::Client::new()));

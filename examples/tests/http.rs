@@ -46,6 +46,8 @@ fn client(deadline: Duration) -> Result<impl Fn(&str) -> ClientCall, BoxError> {
     let stack = damper::ClientStack::http()
         .name("test-http")
         .deadline(deadline)
+        // The servers here are damper's: they read the deadline from `grpc-timeout`.
+        .propagate_deadline(true)
         .hedging(false)
         .build()?;
     let svc = ServiceBuilder::new()
@@ -76,7 +78,7 @@ type ClientCall =
     std::pin::Pin<Box<dyn Future<Output = Result<http::Response<reqwest::Body>, BoxError>> + Send>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn shed_503_with_retry_after_is_honoured_by_the_client_stack() -> Result<(), BoxError> {
+async fn a_shed_503s_pushback_is_honoured_by_the_client_stack() -> Result<(), BoxError> {
     let entered = Arc::new(Notify::new());
     let release = Arc::new(Notify::new());
     let (tx, mut seen) = mpsc::unbounded_channel();
@@ -114,12 +116,16 @@ async fn shed_503_with_retry_after_is_honoured_by_the_client_stack() -> Result<(
         .to_str()?
         .to_owned();
     assert_eq!(retry_after, "1", "the hint is rounded up to whole seconds");
+    // ... and sent to the millisecond beside it, for clients that read that.
+    let hint_ms: u64 = res.headers()["grpc-retry-pushback-ms"].to_str()?.parse()?;
+    assert!((1..=1000).contains(&hint_ms), "{hint_ms} ms");
     assert_eq!(
         seen.recv().await.map(|s| (s.0, s.1)),
         Some(("/b".into(), 503))
     );
 
-    // The damped client: its first attempt is shed, and it waits the pushback before retrying.
+    // The damped client: its first attempt is shed, and it waits the millisecond pushback (not
+    // the rounded-up second) before retrying.
     let call = client(Duration::from_secs(4))?;
     let damped = tokio::spawn(call(&format!("http://{addr}/b")));
     let (path, status, first) = seen.recv().await.ok_or("server gone")?;
@@ -137,8 +143,8 @@ async fn shed_503_with_retry_after_is_honoured_by_the_client_stack() -> Result<(
     assert_eq!((path.as_str(), status), ("/b", 200));
     let waited = second.duration_since(first);
     assert!(
-        waited >= Duration::from_millis(950),
-        "retried after {waited:?}, before the 1 s Retry-After"
+        waited >= Duration::from_millis(hint_ms),
+        "retried after {waited:?}, before the {hint_ms} ms hint"
     );
     assert!(seen.try_recv().is_err(), "exactly two attempts");
     server.abort();

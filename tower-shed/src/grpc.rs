@@ -19,7 +19,7 @@
 use crate::http::{RejectionResponse, Respond, RespondLayer};
 use damper_core::BoxError;
 use damper_core::error::{DeadlineExceeded, Overloaded};
-use damper_core::pushback::GRPC_RETRY_PUSHBACK_MS;
+use damper_core::pushback::{GRPC_RETRY_PUSHBACK_MS, pushback_millis};
 use http::Response;
 use tonic::Status;
 use tonic::metadata::MetadataValue;
@@ -29,7 +29,7 @@ use tonic::metadata::MetadataValue;
 pub fn overloaded_status(err: &Overloaded) -> Status {
     let mut status = Status::resource_exhausted("service overloaded");
     if let Some(after) = err.retry_after() {
-        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        let ms = pushback_millis(after);
         status
             .metadata_mut()
             .insert(GRPC_RETRY_PUSHBACK_MS, MetadataValue::from(ms));

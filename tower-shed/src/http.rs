@@ -2,7 +2,8 @@
 //!
 //! Put [`OverloadedAsResponseLayer`] outside the [`ShedLayer`](crate::ShedLayer): a shed
 //! request is answered with a 503 carrying `Retry-After` (the limiter's hint, rounded up to
-//! whole seconds as the header requires), and a queued request whose deadline passed gets a
+//! whole seconds as the header requires) and `grpc-retry-pushback-ms` (the same hint to the
+//! millisecond, which damper's HTTP classifier prefers), and a queued request whose deadline passed gets a
 //! `504 Gateway Timeout`. Other errors pass through.
 //!
 //! ```
@@ -43,6 +44,7 @@
 
 use damper_core::BoxError;
 use damper_core::error::{DeadlineExceeded, Overloaded};
+use damper_core::pushback::{GRPC_RETRY_PUSHBACK_MS, pushback_millis, retry_after_secs};
 use http::{HeaderValue, Response, StatusCode, header};
 use pin_project_lite::pin_project;
 use std::fmt;
@@ -54,16 +56,22 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 /// The `503 Service Unavailable` response for a rejection: `Retry-After` is the hint in whole
-/// seconds, rounded up and saturating at `u64::MAX` (absent if the rejection has no hint).
+/// seconds, rounded up and saturating at `u64::MAX`, and `grpc-retry-pushback-ms` the same
+/// hint in milliseconds, rounded up (a 20 ms hint is not stretched to a second for clients
+/// that read it). Both are absent if the rejection has no hint.
 pub fn overloaded_response<B: Default>(err: &Overloaded) -> Response<B> {
     let mut res = Response::new(B::default());
     *res.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
     if let Some(after) = err.retry_after() {
-        let secs = after
-            .as_secs()
-            .saturating_add(u64::from(after.subsec_nanos() > 0));
-        res.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        let headers = res.headers_mut();
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(retry_after_secs(after)),
+        );
+        headers.insert(
+            GRPC_RETRY_PUSHBACK_MS,
+            HeaderValue::from(pushback_millis(after)),
+        );
     }
     res
 }
@@ -244,11 +252,17 @@ mod tests {
             overloaded_response(&Overloaded::with_retry_after(Duration::from_millis(1200)));
         assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(res.headers()[header::RETRY_AFTER], "2");
+        assert_eq!(res.headers()[GRPC_RETRY_PUSHBACK_MS], "1200");
+        let res: Response<()> =
+            overloaded_response(&Overloaded::with_retry_after(Duration::from_millis(20)));
+        assert_eq!(res.headers()[header::RETRY_AFTER], "1");
+        assert_eq!(res.headers()[GRPC_RETRY_PUSHBACK_MS], "20");
         let res: Response<()> =
             overloaded_response(&Overloaded::with_retry_after(Duration::from_secs(3)));
         assert_eq!(res.headers()[header::RETRY_AFTER], "3");
         let res: Response<()> = overloaded_response(&Overloaded::new());
         assert!(!res.headers().contains_key(header::RETRY_AFTER));
+        assert!(!res.headers().contains_key(GRPC_RETRY_PUSHBACK_MS));
     }
 
     #[test]
