@@ -55,6 +55,11 @@
 pub mod echo;
 pub mod grpc;
 
+/// The workspace README's snippets, compiled and run as doctests.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 /// The `damper.echo` protobuf package: the `Echo` service, its client and its server.
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod proto {
