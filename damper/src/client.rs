@@ -383,6 +383,10 @@ impl<C, R, E> ClientStack<C, R, E> {
             if let Some(v) = h.max_extra_load {
                 l = l.max_extra_load(v);
             }
+            if let Some(s) = self.seed {
+                // The hedge bank's loans: a stream of their own.
+                l = l.seed(s ^ 0x4ED6_E4ED_6E4E_D6E4);
+            }
             if let Some(v) = h.max_hedges {
                 l = l.max_hedges(v);
             }
@@ -397,6 +401,10 @@ impl<C, R, E> ClientStack<C, R, E> {
             }
             if let Some(v) = h.max_delay {
                 l = l.max_delay(v);
+            }
+            if let Some(v) = h.bank_ttl {
+                // The bank follows the rate: its cap is only a backstop.
+                l = l.bank_ttl(v).burst(100_000.0);
             }
             Some(
                 l.build()

@@ -192,6 +192,12 @@ pub struct HedgeConfig {
     /// The largest quantile delay.
     #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
     pub max_delay: Option<Duration>,
+    /// A decaying hedge bank with this time constant ("200ms" is a good start), so that no
+    /// second's hedges go over `max_extra_load` of its requests however many clients there
+    /// are, at some cost in tail latency (`tower_hedge::policy`). Unset: an exact bucket of
+    /// 3 tokens per client.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub bank_ttl: Option<Duration>,
 }
 
 impl Default for HedgeConfig {
@@ -204,6 +210,7 @@ impl Default for HedgeConfig {
             fixed_delay: None,
             min_delay: None,
             max_delay: None,
+            bank_ttl: None,
         }
     }
 }

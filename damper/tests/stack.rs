@@ -666,3 +666,18 @@ async fn the_grpc_preset_honours_a_callers_grpc_timeout_without_a_deadline_of_it
     assert_eq!(start.elapsed(), Duration::from_millis(100));
     assert_eq!(seen.all(), [100_000]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_decaying_hedge_bank_is_a_config_switch_and_is_validated() {
+    let config: ClientConfig = toml::from_str("[hedge]\nbank_ttl = \"200ms\"").unwrap();
+    assert_eq!(config.hedge.bank_ttl, Some(Duration::from_millis(200)));
+    let layer = ClientStack::new()
+        .hedging(true)
+        .config(config)
+        .build()
+        .unwrap();
+    assert!(layer.handles().hedge().is_some());
+    let bad: ClientConfig = toml::from_str("[hedge]\nbank_ttl = \"0s\"").unwrap();
+    let err = ClientStack::new().config(bad).build().unwrap_err();
+    assert_eq!(err.path(), "client.hedge.bank_ttl");
+}

@@ -93,9 +93,9 @@ impl HedgeHandle {
         self.policy.current_delay()
     }
 
-    /// The layer's own hedge budget, in hedges.
+    /// The layer's own hedge bank, in hedges, now (tokio's clock).
     pub fn budget_balance(&self) -> f64 {
-        self.policy.budget_balance()
+        self.policy.budget_balance(tokio::time::Instant::now())
     }
 
     /// The histogram the layer reads.
@@ -221,13 +221,41 @@ impl<E, C> HedgeBuilder<E, C> {
         self
     }
 
-    /// The most hedges the own budget can bank (at least 1): after a calm period, a latency
+    /// The most hedges the own bank can hold (at least 1): after a calm period, a latency
     /// step can release at most this many hedges before the `max_extra_load` rate applies.
     /// Default 3: in any second, hedges stay within `max_extra_load` of that second's requests
-    /// plus 3, and the lab's `brownout` and `tail` stay under 5% in every second, while a
-    /// smaller bank wastes deposits that arrive when no request is waiting for a hedge.
+    /// plus 3 per client. With a decaying bank ([`bank_ttl`](Self::bank_ttl)) set it high; the
+    /// bank then follows the request rate.
     pub fn burst(mut self, tokens: f64) -> Self {
         self.config.burst = tokens;
+        self
+    }
+
+    /// Makes the own bank decay with time constant `ttl` (between 1 ms and a day; 200 ms,
+    /// [`BANK_TTL`](crate::policy::BANK_TTL), is a good start): each request then credits
+    /// `max_extra_load / (1 + ttl)`, the bank holds what the last `ttl` of requests earned,
+    /// and fractions of a token are lent, so that no second's hedges go over
+    /// `max_extra_load` of its requests however many clients there are. It costs tail
+    /// latency (tokens decay unspent); see [`policy`](crate::policy) for the bound and the
+    /// measured trade-off. Default: off (an exact bucket of [`burst`](Self::burst)).
+    pub fn bank_ttl(mut self, ttl: Duration) -> Self {
+        self.config.bank_ttl = Some(ttl);
+        self
+    }
+
+    /// Turns the own bank's decay off again (the default): an exact token bucket, tokens
+    /// lasting until spent (up to [`burst`](Self::burst)), each request crediting the whole
+    /// `max_extra_load`, no loans.
+    pub fn no_bank_decay(mut self) -> Self {
+        self.config.bank_ttl = None;
+        self
+    }
+
+    /// Seeds the own bank's loans (a fraction of a token is lent whole with that
+    /// probability), for reproducible runs. Default: seeded from the system clock. Give each
+    /// client of a simulated fleet its own seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.config.seed = Some(seed);
         self
     }
 

@@ -62,7 +62,9 @@
 //! twice, doubling load on a dependency that is already slow. Here every request credits the
 //! layer's own token bucket with `max_extra_load` of a hedge and each hedge costs a whole
 //! token, so over any sequence of requests `hedges ≤ max_extra_load × requests` (plus at most
-//! `burst` banked tokens after a calm period — the bucket starts empty). With a shared
+//! `burst` banked tokens after a calm period — the bucket starts empty). For a fleet, where
+//! those bursts add up, a [decaying bank](HedgeBuilder::bank_ttl) keeps every second within
+//! `max_extra_load` whatever the number of clients, at some cost in tail latency. With a shared
 //! [budget](HedgeBuilder::budget), each hedge must also be paid from it, so retries and hedges
 //! together stay inside one bound.
 //!

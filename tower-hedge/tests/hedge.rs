@@ -39,6 +39,9 @@ fn warm() -> HedgeBuilder {
         .min_samples(100)
         .max_extra_load(0.5)
         .quantile(0.95)
+        // Exact token arithmetic: no decay of the bank.
+        .no_bank_decay()
+        .burst(3.0)
 }
 
 /// Sends `n` requests answered at once: each credits the hedge budget.
@@ -650,7 +653,8 @@ mod budget_proptest {
     /// Requests arrive on even milliseconds (`2 × gap` apart), take `2 × lat` ms, and are
     /// hedged after a fixed 5 ms (odd, so no timer ties). Returns (hedges sent, requests,
     /// calls to the backend).
-    fn run(pct: u64, burst: u64, reqs: &[(u64, u64)], recheck: bool) -> (u64, u64, u64) {
+    /// `burst: Some(b)`: the default exact bucket of `b`; `None`: a decaying bank (seeded).
+    fn run(pct: u64, burst: Option<u64>, reqs: &[(u64, u64)], recheck: bool) -> (u64, u64, u64) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .start_paused(true)
@@ -668,13 +672,18 @@ mod budget_proptest {
                     }
                 })
             };
-            let layer = HedgeLayer::builder()
+            let mut layer = HedgeLayer::builder()
                 .fixed_delay(ms(5))
                 .max_extra_load(pct as f64 / 100.0)
-                .burst(burst as f64)
                 .recheck(recheck)
-                .build()
-                .unwrap();
+                .seed(pct ^ reqs.len() as u64);
+            layer = match burst {
+                Some(b) => layer.no_bank_decay().burst(b as f64),
+                None => layer
+                    .bank_ttl(tower_hedge::policy::BANK_TTL)
+                    .burst(100_000.0),
+            };
+            let layer = layer.build().unwrap();
             let stats = layer.handle();
             let svc = layer.layer(backend);
             let t0 = Instant::now();
@@ -709,7 +718,7 @@ mod budget_proptest {
             burst in 1u64..5,
             reqs in proptest::collection::vec((0u64..4, 1u64..20), 1..80),
         ) {
-            let (sent, requests, calls) = run(pct, burst, &reqs, false);
+            let (sent, requests, calls) = run(pct, Some(burst), &reqs, false);
 
             // The model: deposits at arrivals, a hedge wanted at arrival + 5 ms whenever the
             // first attempt is still running then; a whole token per hedge.
@@ -747,9 +756,23 @@ mod budget_proptest {
             burst in 1u64..5,
             reqs in proptest::collection::vec((0u64..4, 1u64..40), 1..80),
         ) {
-            let (sent, requests, calls) = run(pct, burst, &reqs, true);
+            let (sent, requests, calls) = run(pct, Some(burst), &reqs, true);
             prop_assert_eq!(requests, reqs.len() as u64);
             prop_assert!(sent as f64 <= pct as f64 / 100.0 * requests as f64 + 1e-9);
+            prop_assert_eq!(calls, requests + sent);
+        }
+
+        // A decaying bank, with its loans: hedges never exceed
+        // max_extra_load / 1.2 × requests plus the one loan, rechecked or not.
+        #[test]
+        fn the_decaying_bank_stays_inside_its_bound(
+            pct in 5u64..60,
+            recheck in any::<bool>(),
+            reqs in proptest::collection::vec((0u64..400, 1u64..40), 1..80),
+        ) {
+            let (sent, requests, calls) = run(pct, None, &reqs, recheck);
+            prop_assert_eq!(requests, reqs.len() as u64);
+            prop_assert!(sent as f64 <= pct as f64 / 100.0 / 1.2 * requests as f64 + 1.0 + 1e-9);
             prop_assert_eq!(calls, requests + sent);
         }
     }

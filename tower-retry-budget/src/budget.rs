@@ -511,6 +511,15 @@ impl RetryBudget {
             .then(|| Duration::from_secs_f64(1.0 / self.config.min_per_sec))
     }
 
+    /// Gives back one token that [`try_withdraw`](Budget::try_withdraw) granted for an
+    /// attempt that was then not sent (another budget refused it, say), up to `max_tokens`.
+    /// A lent token given back leaves its debt to be repaid as usual, so the bucket ends where
+    /// it was before the withdrawal.
+    pub fn refund(&self) {
+        self.bucket.deposit_tokens(1.0);
+        self.publish();
+    }
+
     /// Applies decay up to `now`, if due; at most one caller per tick does the work. `ask`:
     /// the caller is a withdrawal request, which counts as traffic.
     #[inline]
