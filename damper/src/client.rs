@@ -114,8 +114,9 @@ impl
     /// classified by `grpc-status` (`UNAVAILABLE`, `ABORTED`, `RESOURCE_EXHAUSTED` and
     /// `DEADLINE_EXCEEDED` retryable; `grpc-retry-pushback-ms` honoured); the deadline travels
     /// as `grpc-timeout`, and a `grpc-timeout` the caller set (tonic's
-    /// `Request::set_timeout`) bounds the call even without a stack deadline. gRPC calls are `POST`s, so only those carrying an
-    /// `Idempotency-Key` header are retried or hedged; hedging is off by default.
+    /// `Request::set_timeout`) bounds the call even without a stack deadline. gRPC calls are
+    /// `POST`s, so only those carrying an `Idempotency-Key` header are retried or hedged;
+    /// hedging is off by default.
     pub fn grpc() -> Self {
         let mut config = ClientConfig::default();
         config.hedge.enabled = false;

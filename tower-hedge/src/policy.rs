@@ -907,10 +907,60 @@ mod tests {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(256))]
 
-        // Over any interleaving of requests, hedge attempts and time, hedges sent never
-        // exceed max_extra_load / (1 + τ) × requests + one loan, at any prefix.
+        // The default exact bucket: over any interleaving of requests, hedge attempts and
+        // time, hedges sent never exceed max_extra_load × requests at any prefix, and match
+        // an exact integer model of the bucket (deposit `ratio`, capped at `burst`; a hedge
+        // costs one token; time changes nothing).
         #[test]
-        fn budget_caps_extra_load(
+        fn budget_caps_extra_load_exactly(
+            ratio_pct in 1u32..50,
+            burst in 1u32..20,
+            ops in proptest::collection::vec(
+                prop_oneof![
+                    4 => Just(Op::Request),
+                    1 => Just(Op::Fire),
+                    1 => (0u64..400).prop_map(Op::Wait),
+                ], 0..600),
+        ) {
+            let ratio = f64::from(ratio_pct) / 100.0;
+            let config = HedgeConfig {
+                max_extra_load: ratio,
+                burst: f64::from(burst),
+                fixed_delay: Some(ms(1)),
+                ..HedgeConfig::default()
+            };
+            let (p, mut t) = policy(config);
+            const UNIT: u64 = 1_000_000;
+            let (mut model, cap, dep) = (0u64, u64::from(burst) * UNIT, u64::from(ratio_pct) * UNIT / 100);
+            let (mut requests, mut sent) = (0u64, 0u64);
+            for op in ops {
+                match op {
+                    Op::Request => {
+                        p.on_request(t);
+                        requests += 1;
+                        model = (model + dep).min(cap);
+                    }
+                    Op::Fire => {
+                        let want = model >= UNIT;
+                        if want {
+                            model -= UNIT;
+                        }
+                        let got = p.on_fire(t, None, || true) == Fire::Send;
+                        prop_assert_eq!(got, want);
+                        sent += u64::from(got);
+                    }
+                    Op::Wait(n) => t += ms(n),
+                }
+                prop_assert!(sent as f64 <= ratio * requests as f64 + 1e-9);
+                let s = p.stats();
+                prop_assert_eq!((s.requests, s.hedges_sent), (requests, sent));
+            }
+        }
+
+        // A decaying bank: over any interleaving of requests, hedge attempts and time, hedges
+        // sent never exceed max_extra_load / (1 + τ) × requests + one loan, at any prefix.
+        #[test]
+        fn a_decaying_bank_caps_extra_load(
             ratio_pct in 1u32..50,
             burst in 1u32..20,
             seed in any::<u64>(),
