@@ -84,6 +84,8 @@
 //! - [`ClientStack::new`]: plain `Clone` requests, `Err` is a failure.
 //! - [`ClientStack::http`] / [`ServerStack::http`] (feature `http`, on by default).
 //! - [`ClientStack::grpc`] / [`ServerStack::grpc`] (feature `grpc`).
+//! - [`ClientStack::build_reqwest`] (feature `reqwest`): the HTTP preset inside a
+//!   [`reqwest::Client`](crate::reqwest::Client) that keeps reqwest's builder API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(no_crate_inject, attr(deny(warnings, rust_2018_idioms))))]
 
@@ -92,6 +94,9 @@ pub mod config;
 mod duration;
 mod ext;
 mod optional;
+#[cfg(feature = "reqwest")]
+#[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
+pub mod reqwest;
 mod server;
 
 pub use crate::client::{

@@ -20,7 +20,7 @@ use futures_util::StreamExt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tower::{ServiceBuilder, ServiceExt};
+use tower::ServiceBuilder;
 use tower_fault::{FaultLayer, FaultSpec, HttpResponseInjector, Latency};
 
 const REQUESTS: usize = 300;
@@ -94,13 +94,12 @@ async fn main() -> Result<(), BoxError> {
     // The HTTP preset: deadline → retry (budget) → hedge (same budget) → breaker → adaptive
     // timeout. Statuses are classified (502/503/504 retryable, Retry-After honoured) and only
     // idempotent requests are retried or hedged.
-    let stack = damper::ClientStack::http()
+    // `build_reqwest` puts the stack inside a reqwest client: the builder API and
+    // `reqwest::Response` stay as they are.
+    let client = damper::ClientStack::http()
         .name("reqwest-example")
         .deadline(Duration::from_secs(2))
-        .build()?;
-    let client = ServiceBuilder::new()
-        .layer(stack)
-        .service(damper_examples::reqwest_service(reqwest::Client::new()));
+        .build_reqwest(reqwest::Client::new())?;
 
     let url = format!("http://{addr}/item");
     for (label, p) in [("a good day", 0.05), ("a bad day", 0.5)] {
@@ -108,11 +107,9 @@ async fn main() -> Result<(), BoxError> {
         let before = attempts.load(Ordering::Relaxed);
         let outcomes: Vec<Result<u16, String>> = futures_util::stream::iter(0..REQUESTS)
             .map(|_| {
-                let client = client.clone();
-                let req = http::Request::get(&url).body(String::new());
+                let send = client.get(&url).send();
                 async move {
-                    let req = req.map_err(|e| e.to_string())?;
-                    match client.oneshot(req).await {
+                    match send.await {
                         Ok(res) => Ok(res.status().as_u16()),
                         Err(e) => Err(e.to_string()),
                     }

@@ -3,8 +3,10 @@
 //! - [`proto`]: the `Echo` gRPC service, compiled by `build.rs` with a vendored `protoc`, and
 //!   [`echo`], its implementation;
 //! - [`net`]: loopback listeners on ephemeral ports, and serving axum/tonic on them;
-//! - [`reqwest_service`]: a `reqwest::Client` as a `tower::Service<http::Request<String>>`, so
-//!   every layer of [`ClientStack::http`](damper::ClientStack::http) can wrap it;
+//! - [`reqwest_service`]: a `reqwest::Client` as a `tower::Service<http::Request<String>>`, for
+//!   stacking the client layers by hand at the `http::Request` level (most users want
+//!   [`ClientStack::build_reqwest`](damper::ClientStack::build_reqwest) instead, which keeps
+//!   reqwest's own API);
 //! - [`grpc`]: a tonic `Channel` behind damper's gRPC client stack.
 //!
 //! Run the examples with `cargo run -p damper-examples --example NAME` (`axum-server`,
@@ -16,7 +18,7 @@
 //! ```
 //! use axum::error_handling::HandleErrorLayer;
 //! use std::time::Duration;
-//! use tower::{ServiceBuilder, ServiceExt};
+//! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), damper::BoxError> {
@@ -34,18 +36,13 @@
 //! let (listener, addr) = damper_examples::net::listen().await?;
 //! let server = damper_examples::net::spawn_axum(listener, app);
 //!
-//! let client = ServiceBuilder::new()
-//!     .layer(
-//!         damper::ClientStack::http()
-//!             .name("doc-client")
-//!             .deadline(Duration::from_secs(2))
-//!             // The server is damper's too: tell it the time left, as `grpc-timeout`.
-//!             .propagate_deadline(true)
-//!             .build()?,
-//!     )
-//!     .service(damper_examples::reqwest_service(reqwest::Client::new()));
-//! let req = http::Request::get(format!("http://{addr}/")).body(String::new())?;
-//! let res = client.oneshot(req).await?;
+//! let client = damper::ClientStack::http()
+//!     .name("doc-client")
+//!     .deadline(Duration::from_secs(2))
+//!     // The server is damper's too: tell it the time left, as `grpc-timeout`.
+//!     .propagate_deadline(true)
+//!     .build_reqwest(reqwest::Client::new())?;
+//! let res = client.get(format!("http://{addr}/")).send().await?;
 //! assert_eq!(res.status(), http::StatusCode::OK);
 //! # server.abort();
 //! # Ok(())
@@ -149,6 +146,10 @@ pub mod net {
 }
 
 /// A `reqwest::Client` as a `tower::Service` over `http::Request<String>`.
+///
+/// This is the low-level way, for composing layers by hand; `damper`'s feature `reqwest`
+/// ([`ClientStack::build_reqwest`](damper::ClientStack::build_reqwest)) wraps reqwest with the
+/// whole stack and keeps its builder API.
 ///
 /// `reqwest::Client` is itself a `Service<reqwest::Request>`, but a `reqwest::Request` cannot
 /// carry a damper [`Deadline`](damper_core::Deadline) (damper-core implements
