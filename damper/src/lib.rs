@@ -48,7 +48,8 @@
 //! and [`ServerStack`]:
 //!
 //! ```text
-//! shed (adaptive limit, CoDel/LIFO queue, partitions) → deadline enforcement → handler
+//! deadline (the caller's, from grpc-timeout) → shed (adaptive limit, CoDel/LIFO queue,
+//!   partitions) → handler
 //! ```
 //!
 //! The couplings that make the client stack one damped system rather than five independent
@@ -85,7 +86,7 @@
 //! - [`ClientStack::http`] / [`ServerStack::http`] (feature `http`, on by default).
 //! - [`ClientStack::grpc`] / [`ServerStack::grpc`] (feature `grpc`).
 //! - [`ClientStack::build_reqwest`] (feature `reqwest`): the HTTP preset inside a
-//!   [`reqwest::Client`](crate::reqwest::Client) that keeps reqwest's builder API.
+//!   [`Client`](crate::reqwest::Client) wrapper that keeps reqwest's builder API.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(no_crate_inject, attr(deny(warnings, rust_2018_idioms))))]
 
@@ -105,6 +106,8 @@ pub use crate::client::{
 pub use crate::config::ConfigError;
 pub use crate::ext::ServiceBuilderExt;
 pub use crate::optional::{Maybe, MaybeFuture, Optional};
+#[cfg(feature = "http")]
+pub use crate::server::{ErrorAs500, ErrorAs500Future, ErrorAs500Layer, InfallibleHttpServerLayer};
 pub use crate::server::{ServerLayer, ServerService, ServerStack};
 pub use damper_core::BoxError;
 

@@ -1,5 +1,5 @@
-//! The server stack: shed (adaptive limit, CoDel/LIFO queue, partitions) → deadline
-//! enforcement → handler.
+//! The server stack: deadline (resolved from the caller's `grpc-timeout`, enforced over queue
+//! and handler) → shed (adaptive limit, CoDel/LIFO queue, partitions) → handler.
 
 use crate::client::{build_shed, field_err};
 use crate::config::{ConfigError, ServerConfig};
@@ -187,7 +187,11 @@ impl<M> ServerLayer<M> {
 }
 
 /// The service a [`ServerLayer`] builds around `S`, before the protocol mapping `M`.
-pub type ServerService<S> = Maybe<Shed<Maybe<Deadline<S>, S>>, Maybe<Deadline<S>, S>>;
+///
+/// The deadline is outside the shedder: the caller's deadline is resolved before the request
+/// can queue, so the queue drops a request whose caller has given up instead of starting it,
+/// and the time spent queued counts against the deadline.
+pub type ServerService<S> = Maybe<Deadline<Maybe<Shed<S>, S>>, Maybe<Shed<S>, S>>;
 
 impl<S, M> Layer<S> for ServerLayer<M>
 where
@@ -196,8 +200,164 @@ where
     type Service = M::Service;
 
     fn layer(&self, inner: S) -> Self::Service {
-        let s = self.deadline.layer(inner);
-        let s = self.shed.layer(s);
+        let s = self.shed.layer(inner);
+        let s = self.deadline.layer(s);
         self.map.layer(s)
+    }
+}
+
+#[cfg(feature = "http")]
+impl ServerLayer<tower_shed::http::OverloadedAsResponseLayer> {
+    /// Answers every error with a response, so the stack's error is
+    /// [`Infallible`](std::convert::Infallible) and it drops into axum's `Router::layer`
+    /// without a `HandleErrorLayer`: sheds stay `503` with `Retry-After`, expired deadlines
+    /// `504`, and any other error (one the handler's own layers raise) becomes an empty `500`,
+    /// logged at `error` level with its message.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), damper::ConfigError> {
+    /// let app: axum::Router = axum::Router::new()
+    ///     .route("/", axum::routing::get(|| async { "hello" }))
+    ///     .layer(damper::ServerStack::http().name("api").build()?.infallible());
+    /// # let _ = app;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn infallible(
+        self,
+    ) -> ServerLayer<tower_layer::Stack<tower_shed::http::OverloadedAsResponseLayer, ErrorAs500Layer>>
+    {
+        ServerLayer {
+            handle: self.handle,
+            map: tower_layer::Stack::new(self.map, ErrorAs500Layer(())),
+            shed: self.shed,
+            deadline: self.deadline,
+        }
+    }
+}
+
+/// The HTTP server stack with every error answered: what [`ServerLayer::infallible`] builds.
+#[cfg(feature = "http")]
+pub type InfallibleHttpServerLayer =
+    ServerLayer<tower_layer::Stack<tower_shed::http::OverloadedAsResponseLayer, ErrorAs500Layer>>;
+
+/// Turns any error of the service below into an empty `500 Internal Server Error`, logged;
+/// see [`ServerLayer::infallible`].
+#[cfg(feature = "http")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ErrorAs500Layer(());
+
+#[cfg(feature = "http")]
+impl<S> Layer<S> for ErrorAs500Layer {
+    type Service = ErrorAs500<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        ErrorAs500 {
+            inner,
+            not_ready: None,
+        }
+    }
+}
+
+/// The service [`ErrorAs500Layer`] builds.
+#[cfg(feature = "http")]
+#[derive(Debug, Clone)]
+pub struct ErrorAs500<S> {
+    inner: S,
+    /// An error `poll_ready` returned, answered by the next call.
+    not_ready: Option<std::sync::Arc<str>>,
+}
+
+#[cfg(feature = "http")]
+fn internal_error<B: Default>(err: &dyn fmt::Display) -> http::Response<B> {
+    tracing::error!(error = %err, "request failed inside the server stack; answering 500");
+    let mut res = http::Response::new(B::default());
+    *res.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+    res
+}
+
+#[cfg(feature = "http")]
+impl<S, Req, B> tower_service::Service<Req> for ErrorAs500<S>
+where
+    S: tower_service::Service<Req, Response = http::Response<B>>,
+    S::Error: Into<damper_core::BoxError>,
+    B: Default,
+{
+    type Response = http::Response<B>;
+    type Error = std::convert::Infallible;
+    type Future = ErrorAs500Future<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), std::convert::Infallible>> {
+        use std::task::Poll;
+        if self.not_ready.is_some() {
+            return Poll::Ready(Ok(()));
+        }
+        match self.inner.poll_ready(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(())),
+            Poll::Ready(Err(e)) => {
+                self.not_ready = Some(e.into().to_string().into());
+                Poll::Ready(Ok(()))
+            }
+        }
+    }
+
+    fn call(&mut self, req: Req) -> Self::Future {
+        match self.not_ready.take() {
+            Some(err) => ErrorAs500Future {
+                inner: None,
+                not_ready: Some(err),
+            },
+            None => ErrorAs500Future {
+                inner: Some(self.inner.call(req)),
+                not_ready: None,
+            },
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+pin_project_lite::pin_project! {
+    /// The future of [`ErrorAs500`].
+    #[derive(Debug)]
+    pub struct ErrorAs500Future<F> {
+        #[pin]
+        inner: Option<F>,
+        not_ready: Option<std::sync::Arc<str>>,
+    }
+}
+
+#[cfg(feature = "http")]
+impl<F, B, E> Future for ErrorAs500Future<F>
+where
+    F: Future<Output = Result<http::Response<B>, E>>,
+    E: Into<damper_core::BoxError>,
+    B: Default,
+{
+    type Output = Result<http::Response<B>, std::convert::Infallible>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        match this.inner.as_pin_mut() {
+            None => {
+                let err = this
+                    .not_ready
+                    .take()
+                    .unwrap_or_else(|| "polled after completion".into());
+                std::task::Poll::Ready(Ok(internal_error(&err)))
+            }
+            Some(fut) => fut.poll(cx).map(|r| {
+                Ok(match r {
+                    Ok(res) => res,
+                    Err(e) => internal_error(&e.into()),
+                })
+            }),
+        }
     }
 }

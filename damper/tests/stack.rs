@@ -446,6 +446,57 @@ async fn the_http_server_stack_sheds_with_503_retry_after_and_a_millisecond_hint
 }
 
 #[tokio::test(start_paused = true)]
+async fn the_server_queue_sees_the_callers_deadline() {
+    // One request at a time, the rest queued: a caller's grpc-timeout must bound its wait in
+    // the queue, not only its time in the handler.
+    let mut config = ServerConfig::default();
+    config.limit.algorithm = Some(damper::config::LimitAlgorithm::Fixed);
+    config.limit.max = Some(1);
+    config.limit.queue = Some(4);
+    let layer = ServerStack::http().config(config).build().unwrap();
+    let handle = layer.shed_handle().unwrap().clone();
+    let started = Arc::new(AtomicU64::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (s, r) = (started.clone(), release.clone());
+    let mut svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |_req: http::Request<()>| {
+            s.fetch_add(1, Ordering::Relaxed);
+            let r = r.clone();
+            async move {
+                r.notified().await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        });
+    let hold = tokio::spawn(svc.ready().await.unwrap().call(http::Request::new(())));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 1);
+
+    let req = http::Request::builder()
+        .header("grpc-timeout", "50m")
+        .body(())
+        .unwrap();
+    let queued = svc.ready().await.unwrap().call(req);
+    let start = tokio::time::Instant::now();
+    let res = queued.await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(50),
+        "at the caller's deadline"
+    );
+    assert_eq!(
+        started.load(Ordering::Relaxed),
+        1,
+        "the expired request never started"
+    );
+    assert_eq!(handle.queued(), 0, "and left the queue");
+
+    release.notify_one();
+    assert_eq!(hold.await.unwrap().unwrap().status(), http::StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
 async fn the_http_server_stack_drops_requests_whose_caller_gave_up() {
     let layer = ServerStack::http().build().unwrap();
     let calls = Arc::new(AtomicU64::new(0));
@@ -683,4 +734,56 @@ async fn a_decaying_hedge_bank_is_a_config_switch_and_is_validated() {
     let bad: ClientConfig = toml::from_str("[hedge]\nbank_ttl = \"0s\"").unwrap();
     let err = ClientStack::new().config(bad).build().unwrap_err();
     assert_eq!(err.path(), "client.hedge.bank_ttl");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_infallible_http_server_stack_drops_into_axums_router_layer() {
+    // No HandleErrorLayer: `Router::layer` accepts the stack because its error is Infallible.
+    let app: axum::Router = axum::Router::new()
+        .route("/", axum::routing::get(|| async { "hello" }))
+        .layer(
+            ServerStack::http()
+                .name("axum")
+                .build()
+                .unwrap()
+                .infallible(),
+        );
+    let res = app
+        .clone()
+        .oneshot(
+            http::Request::get("/")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(res.status(), http::StatusCode::OK);
+    // A caller whose deadline has passed is answered by the stack, not the handler.
+    let late = http::Request::get("/")
+        .header("grpc-timeout", "0m")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let res = app.oneshot(late).await.unwrap();
+    assert_eq!(res.status(), http::StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_below_the_infallible_stack_become_500s() {
+    let mut svc = ServiceBuilder::new()
+        .layer(ServerStack::http().build().unwrap().infallible())
+        .service_fn(|_req: http::Request<()>| async {
+            Err::<http::Response<String>, BoxError>("boom".into())
+        });
+    let res: Result<http::Response<String>, std::convert::Infallible> = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(http::Request::new(()))
+        .await;
+    let res = res.unwrap();
+    assert_eq!(res.status(), http::StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        res.body().is_empty(),
+        "the error's text is logged, not sent"
+    );
 }
