@@ -110,7 +110,9 @@ impl
         tower_hedge::Idempotent,
     >
 {
-    /// The gRPC preset, for a tonic `Channel` (a service of `http::Request`s): results
+    /// The gRPC preset, for services of `http::Request`s such as a tonic channel (put it around
+    /// a `tonic::transport::Channel` with [`build_tonic`](ClientStack::build_tonic), feature
+    /// `tonic`, for generated clients): results
     /// classified by `grpc-status` (`UNAVAILABLE`, `ABORTED`, `RESOURCE_EXHAUSTED` and
     /// `DEADLINE_EXCEEDED` retryable; `grpc-retry-pushback-ms` honoured); the deadline travels
     /// as `grpc-timeout`, and a `grpc-timeout` the caller set (tonic's
@@ -233,6 +235,20 @@ impl<C, R, E> ClientStack<C, R, E> {
 
     /// Sets which requests may be hedged.
     pub fn eligible<E2>(self, eligible: E2) -> ClientStack<C, R, E2> {
+        ClientStack {
+            config: self.config,
+            classifier: self.classifier,
+            replay: self.replay,
+            eligible,
+            seed: self.seed,
+            propagate_default: self.propagate_default,
+        }
+    }
+
+    /// Wraps the hedge eligibility, for adapters that add a rule of their own.
+    #[cfg(any(feature = "reqwest", feature = "tonic"))]
+    pub(crate) fn map_eligible<E2>(self, f: impl FnOnce(E) -> E2) -> ClientStack<C, R, E2> {
+        let eligible = f(self.eligible);
         ClientStack {
             config: self.config,
             classifier: self.classifier,

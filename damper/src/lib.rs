@@ -87,9 +87,13 @@
 //! - [`ClientStack::grpc`] / [`ServerStack::grpc`] (feature `grpc`).
 //! - [`ClientStack::build_reqwest`] (feature `reqwest`): the HTTP preset inside a
 //!   [`Client`](crate::reqwest::Client) wrapper that keeps reqwest's builder API.
+//! - [`ClientStack::build_tonic`] (feature `tonic`): the gRPC preset inside a
+//!   [`Channel`](crate::tonic::Channel) that tonic's generated clients take.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![doc(test(no_crate_inject, attr(deny(warnings, rust_2018_idioms))))]
 
+#[cfg(any(feature = "reqwest", feature = "tonic"))]
+pub mod body;
 mod client;
 pub mod config;
 mod duration;
@@ -99,6 +103,9 @@ mod optional;
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
 mod server;
+#[cfg(feature = "tonic")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tonic")))]
+pub mod tonic;
 
 pub use crate::client::{
     BreakerView, ClientHandles, ClientLayer, ClientService, ClientStack, OVERLOAD_RUN,

@@ -33,6 +33,7 @@
 //! with [`RequestBuilder::map`], or build the `reqwest::Request` with a plain
 //! `reqwest::Client` and hand it to [`Client::execute`].
 
+use crate::body::{InMemory, ReplayBody, SentBody};
 use crate::client::{ClientHandles, ClientStack};
 use crate::config::ConfigError;
 use bytes::Bytes;
@@ -40,14 +41,9 @@ use damper_core::BoxError;
 use damper_core::classify::HttpClassifier;
 use std::fmt;
 use std::pin::Pin;
-// A streaming body is taken once, by the one attempt that sends it: one uncontended lock per
-// streaming request, none for in-memory bodies.
-#[allow(clippy::disallowed_types)]
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use tower::ServiceExt;
 use tower::util::BoxCloneSyncService;
-use tower_hedge::Eligible;
 use tower_layer::Layer;
 
 type Inner = BoxCloneSyncService<http::Request<Body>, http::Response<reqwest::Body>, BoxError>;
@@ -58,7 +54,7 @@ impl ClientStack<HttpClassifier, tower_retry_budget::Idempotent, tower_hedge::Id
     /// # Errors
     /// The configuration is invalid (see [`ClientStack::build`]).
     pub fn build_reqwest(self, client: reqwest::Client) -> Result<Client, ConfigError> {
-        let stack = self.eligible(InMemory(tower_hedge::Idempotent::new()));
+        let stack = self.map_eligible(InMemory);
         let layer = stack.build()?;
         let handles = layer.handles().clone();
         let leaf = Leaf {
@@ -290,100 +286,26 @@ impl std::error::Error for Error {
     }
 }
 
-/// A request body on its way through the stack.
-///
-/// In-memory bytes are shared by the copies retries and hedges make. A streaming body is
-/// handed to the first attempt that sends it; its size is unbounded, so the stack never
-/// replays it.
-#[derive(Clone)]
-pub struct Body(Kind);
+/// A request body on its way through the stack: reqwest's in-memory bodies are shared by the
+/// copies retries and hedges make; a streaming body is sent once. See [`ReplayBody`].
+pub type Body = ReplayBody<reqwest::Body>;
 
-#[derive(Clone)]
-#[allow(clippy::disallowed_types)]
-enum Kind {
-    Bytes(Option<Bytes>),
-    Stream(Arc<Mutex<Option<reqwest::Body>>>),
-}
-
-impl fmt::Debug for Body {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.0 {
-            Kind::Bytes(b) => f
-                .debug_tuple("Body")
-                .field(&b.as_ref().map_or(0, Bytes::len))
-                .finish(),
-            Kind::Stream(_) => f.write_str("Body(stream)"),
-        }
+fn to_replay(body: Option<reqwest::Body>) -> Body {
+    match body {
+        None => Body::default(),
+        Some(b) => match b.as_bytes() {
+            Some(bytes) => Body::from_bytes(Bytes::copy_from_slice(bytes)),
+            None => Body::streaming(b),
+        },
     }
 }
 
-impl Body {
-    fn new(body: Option<reqwest::Body>) -> Self {
-        match body {
-            None => Self(Kind::Bytes(None)),
-            #[allow(clippy::disallowed_types)]
-            Some(b) => match b.as_bytes() {
-                Some(bytes) => Self(Kind::Bytes(Some(Bytes::copy_from_slice(bytes)))),
-                None => Self(Kind::Stream(Arc::new(Mutex::new(Some(b))))),
-            },
-        }
-    }
-
-    fn in_memory(&self) -> bool {
-        matches!(self.0, Kind::Bytes(_))
-    }
-
-    fn into_reqwest(self) -> reqwest::Body {
-        match self.0 {
-            Kind::Bytes(None) => reqwest::Body::from(Bytes::new()),
-            Kind::Bytes(Some(b)) => reqwest::Body::from(b),
-            // Only one attempt ever gets here (the stack never copies a stream), so the body
-            // is still there; an empty one stands in should that ever change.
-            Kind::Stream(s) => s
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .take()
-                .unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
-        }
-    }
-}
-
-impl http_body::Body for Body {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        // Only the size hint is read inside the stack; the leaf sends the real body.
-        match &mut self.0 {
-            Kind::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
-            Kind::Stream(_) => Poll::Ready(None),
-        }
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        match &self.0 {
-            Kind::Bytes(b) => {
-                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
-            }
-            Kind::Stream(_) => http_body::SizeHint::default(),
-        }
-    }
-}
-
-/// The preset's hedge eligibility, refusing streaming bodies.
-#[derive(Clone, Debug)]
-struct InMemory(tower_hedge::Idempotent);
-
-impl Eligible<http::Request<Body>> for InMemory {
-    fn hedge_copy(&self, req: &http::Request<Body>) -> Option<http::Request<Body>> {
-        if req.body().in_memory() {
-            self.0.hedge_copy(req)
-        } else {
-            None
-        }
+fn to_reqwest(body: Body) -> reqwest::Body {
+    match body.into_sent() {
+        SentBody::Bytes(b) => reqwest::Body::from(b),
+        // Only one attempt ever gets here (the stack never copies a stream), so the body is
+        // still there; an empty one stands in should that ever change.
+        SentBody::Stream(s) => s.unwrap_or_else(|| reqwest::Body::from(Bytes::new())),
     }
 }
 
@@ -407,7 +329,7 @@ impl tower_service::Service<http::Request<Body>> for Leaf {
         Box::pin(async move {
             let (parts, body) = req.into_parts();
             let req =
-                reqwest::Request::try_from(http::Request::from_parts(parts, body.into_reqwest()))?;
+                reqwest::Request::try_from(http::Request::from_parts(parts, to_reqwest(body)))?;
             let res = client.execute(req).await?;
             let url = res.url().clone();
             let mut res = http::Response::from(res);
@@ -423,7 +345,7 @@ struct FinalUrl(reqwest::Url);
 
 fn into_http(req: reqwest::Request) -> Result<http::Request<Body>, Error> {
     let mut req = req;
-    let body = Body::new(req.body_mut().take());
+    let body = to_replay(req.body_mut().take());
     let req = http::Request::<reqwest::Body>::try_from(req).map_err(|e| Error(e.into()))?;
     let (parts, _) = req.into_parts();
     Ok(http::Request::from_parts(parts, body))

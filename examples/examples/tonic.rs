@@ -55,10 +55,10 @@ async fn main() -> Result<(), BoxError> {
         .configure(|c| {
             c.budget.initial = Some(5.0);
             c.budget.min_per_sec = Some(0.0);
-        })
-        .build()?;
-    let budget = stack.handles().budget().clone();
-    let mut client = echo::damped_client(channel.clone(), &stack);
+        });
+    let damped = stack.build_tonic(channel.clone())?;
+    let budget = damped.handles().budget().clone();
+    let mut client = EchoClient::new(damped);
 
     println!("1. grpc-timeout propagation (client deadline 300 ms)");
     let res = client.say(say("hello", 5)).await;
@@ -73,10 +73,10 @@ async fn main() -> Result<(), BoxError> {
         "   the handler's work was cut short: {}",
         stats.completed.load(Ordering::Relaxed) == completed
     );
-    // Three timers end this call at the same instant: the client stack's deadline
-    // (DEADLINE_EXCEEDED, raised locally), damper's server stack (DEADLINE_EXCEEDED from the
-    // server) and tonic's own server-side `grpc-timeout` handling (CANCELLED, "Timeout
-    // expired"). Whichever fires first answers; `tests/grpc.rs` checks the server alone.
+    // Several timers end this call at the same instant: the client stack's deadline, the tonic
+    // transport's timer for the `grpc-timeout` the stack sent (which tonic alone reports as
+    // CANCELLED), and the server's. The damped channel reports each as DEADLINE_EXCEEDED;
+    // `tests/grpc.rs` checks the server alone.
 
     println!("3. a burst of 30 concurrent 200 ms calls at a server limited to 8 in flight");
     let mut raw = EchoClient::new(channel.clone());

@@ -128,33 +128,46 @@ pub async fn channel(
         .await
 }
 
-/// Replays the methods [`idempotent_method`](crate::grpc::idempotent_method) allows.
-pub type ReplayEcho = damper::retry_budget::ReplayIf<fn(&crate::grpc::BufferedRequest) -> bool>;
+/// The `Echo` methods that are safe to send twice.
+pub const IDEMPOTENT_METHODS: &[&str] = &["/damper.echo.Echo/Say"];
 
-/// The gRPC client stack for `Echo`: [`ClientStack::grpc`](damper::ClientStack::grpc), with
-/// `Echo/Say` declared safe to send twice.
-pub type ClientGrpc = damper::ClientLayer<
+/// Whether `req` calls a method listed in [`IDEMPOTENT_METHODS`]. gRPC calls are all `POST`s,
+/// so HTTP's idempotency rules say nothing about them: which methods may be sent twice is the
+/// service's contract.
+pub fn idempotent_method(req: &damper::tonic::Request) -> bool {
+    IDEMPOTENT_METHODS.contains(&req.uri().path())
+}
+
+/// Replays the methods [`idempotent_method`] allows.
+pub type ReplayEcho = damper::retry_budget::ReplayIf<fn(&damper::tonic::Request) -> bool>;
+
+/// The gRPC client stack for `Echo`, before it is built.
+pub type EchoStack = damper::ClientStack<
     damper_core::classify::GrpcClassifier,
     ReplayEcho,
     damper::hedge::Idempotent,
 >;
 
 /// Starts [`ClientStack::grpc`](damper::ClientStack::grpc) for `Echo`: only the methods in
-/// [`IDEMPOTENT_METHODS`](crate::grpc::IDEMPOTENT_METHODS) are retried.
-pub fn client_stack()
--> damper::ClientStack<damper_core::classify::GrpcClassifier, ReplayEcho, damper::hedge::Idempotent>
-{
+/// [`IDEMPOTENT_METHODS`] are retried.
+pub fn client_stack() -> EchoStack {
     damper::ClientStack::grpc().replay(damper::retry_budget::ReplayIf::new(
-        crate::grpc::idempotent_method as fn(&crate::grpc::BufferedRequest) -> bool,
+        idempotent_method as fn(&damper::tonic::Request) -> bool,
     ))
 }
 
-/// An `Echo` client over `channel`, behind `stack`.
+/// An `Echo` client over `channel`, behind `stack`: a generated client over a
+/// [`damper::tonic::Channel`].
+///
+/// # Errors
+/// The stack's configuration is invalid.
 pub fn damped_client(
     channel: tonic::transport::Channel,
-    stack: &ClientGrpc,
-) -> crate::proto::echo_client::EchoClient<crate::grpc::DampedChannel> {
-    crate::proto::echo_client::EchoClient::new(crate::grpc::DampedChannel::new(channel, stack))
+    stack: EchoStack,
+) -> Result<crate::proto::echo_client::EchoClient<damper::tonic::Channel>, damper::ConfigError> {
+    Ok(crate::proto::echo_client::EchoClient::new(
+        stack.build_tonic(channel)?,
+    ))
 }
 
 /// A `Say` request.

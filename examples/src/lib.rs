@@ -7,7 +7,6 @@
 //!   stacking the client layers by hand at the `http::Request` level (most users want
 //!   [`ClientStack::build_reqwest`](damper::ClientStack::build_reqwest) instead, which keeps
 //!   reqwest's own API);
-//! - [`grpc`]: a tonic `Channel` behind damper's gRPC client stack.
 //!
 //! Run the examples with `cargo run -p damper-examples --example NAME` (`axum-server`,
 //! `reqwest-client`, `tonic`, `e2e-brownout`).
@@ -50,7 +49,6 @@
 //! ```
 
 pub mod echo;
-pub mod grpc;
 
 /// The workspace README's snippets, compiled and run as doctests.
 #[doc = include_str!("../../README.md")]
