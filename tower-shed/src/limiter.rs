@@ -30,7 +30,7 @@ use damper_core::metrics as names;
 use metrics::{Counter, Gauge, Histogram};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -156,6 +156,9 @@ pub(crate) struct Limiter {
     sample_shift: AtomicU32,
     max_samples_per_sec: u32,
     min_rtt_ns: AtomicU64,
+    /// Set when a request is rejected or queued at the limit, taken by the next measured
+    /// request ([`Sample::saturated`]).
+    saturated: AtomicBool,
     retry_after: (Duration, Duration),
     claim_ttl: Duration,
     epoch: Origin,
@@ -253,6 +256,7 @@ impl Limiter {
             max_samples_per_sec: cfg.max_samples_per_sec.max(1),
             rtt_ns: Padded(AtomicU64::new(0)),
             min_rtt_ns: AtomicU64::new(0),
+            saturated: AtomicBool::new(false),
             retry_after: cfg.retry_after,
             claim_ttl: cfg.claim_ttl,
             epoch: Origin::new(now),
@@ -453,7 +457,12 @@ impl Limiter {
         let sample = if start != 0 {
             let rtt = Duration::from_nanos(self.nanos(now).saturating_sub(start));
             let weight = self.sample_interval().min(u64::from(u32::MAX)) as u32;
-            Sample::new(rtt, in_flight, dropped).with_weight(weight)
+            // Read before swapping: no write to the shared line while nothing is turned away.
+            let saturated = self.saturated.load(Ordering::Relaxed)
+                && self.saturated.swap(false, Ordering::Relaxed);
+            Sample::new(rtt, in_flight, dropped)
+                .with_weight(weight)
+                .with_saturated(saturated)
         } else if dropped {
             let rtt = Duration::from_nanos(self.rtt_ns.load(Ordering::Relaxed));
             Sample::new(rtt, self.in_flight(), true)
@@ -547,6 +556,7 @@ impl Limiter {
     /// The rejection for partition `p`, counted.
     pub(crate) fn reject(&self, p: usize) -> Overloaded {
         self.partitions[p].rejected.increment(1);
+        self.saturated.store(true, Ordering::Relaxed);
         Overloaded::with_retry_after(self.retry_after())
     }
 
@@ -557,6 +567,7 @@ impl Limiter {
         deadline: Option<Deadline>,
         now: Instant,
     ) -> Result<oneshot::Receiver<Grant>, ()> {
+        self.saturated.store(true, Ordering::Relaxed);
         let Some(queue) = &self.queue else {
             return Err(());
         };

@@ -8,7 +8,7 @@ use tokio::time::Instant;
 /// - a dropped request, or one slower than `latency_threshold`, cuts the limit by `backoff`
 ///   (bounded to `[0.5, 1)`, at most once per RTT);
 /// - any other sample adds `increase_by`, but only while the limit is in use
-///   (`in_flight ≥ limit / 2`).
+///   (`in_flight ≥ limit / 2`, or the limit turned requests away since the last sample).
 ///
 /// The in-use rule is what the usual AIMD limiters miss: without it the limit climbs to
 /// `max_limit` during quiet periods and then collapses in one burst.
@@ -131,7 +131,7 @@ impl Limit for Aimd {
         let l = self.shaper.value();
         if sample.dropped || sample.rtt > self.latency_threshold {
             self.shaper.step(l * self.backoff, &sample, now)
-        } else if sample.in_flight as f64 * 2.0 >= l {
+        } else if sample.in_use(l) {
             self.shaper.step(l + self.increase_by, &sample, now)
         } else {
             self.shaper.get()

@@ -17,7 +17,7 @@ use tokio::time::Instant;
 /// ```
 ///
 /// Nothing grows while the limit is not in use (most of the batch admitted with
-/// `in_flight < L / 2`). A dropped sample targets `L × 0.9` at once (at most once per RTT).
+/// `in_flight < L / 2` and nothing turned away since the sample before). A dropped sample targets `L × 0.9` at once (at most once per RTT).
 ///
 /// # Where this differs from Netflix's Gradient2, and why
 ///
@@ -231,6 +231,12 @@ impl Limit for Gradient2 {
                 self.rtts.baseline.probe_now();
             }
         }
+        // The limit turned requests away while the RTT shows no queue: the limit binds, not
+        // the backend (bursts below capacity, or a limit a fault pushed down), so the whole
+        // increase is taken.
+        if batch.saturated && gradient >= 1.0 {
+            return self.shaper.step_whole(l + self.queue_size, &batch, now);
+        }
         // Cuts are taken whole: a limit far above the operating point comes down in a few
         // batches. Growth is smoothed: that is where the batch medians' noise would ratchet.
         self.shaper
@@ -305,6 +311,25 @@ mod tests {
         b.demand = 10;
         let trace = b.run(&mut g, 300);
         assert_eq!(*trace.last().unwrap(), 50);
+    }
+
+    #[test]
+    fn a_limit_that_turns_requests_away_grows_while_the_rtt_is_healthy() {
+        // Few in flight when each measured request starts (3 of 20), at the no-load RTT: a
+        // bursty load below capacity. Only the limiter's word that it turned requests away
+        // between the measurements tells the two runs apart.
+        let t0 = Instant::now();
+        let mut quiet = Gradient2::builder().initial_limit(20).build().unwrap();
+        let mut bursty = quiet.clone();
+        let rtt = Duration::from_millis(10);
+        for i in 0..32 * 4 {
+            let at = t0 + Duration::from_millis(20 * (i + 1));
+            quiet.update(Sample::new(rtt, 3, false), at);
+            bursty.update(Sample::new(rtt, 3, false).with_saturated(true), at);
+        }
+        assert_eq!(quiet.limit(), 20, "an unused limit does not grow");
+        // Each of the four batches takes the whole step of `queue_size` (4), not half of it.
+        assert_eq!(bursty.limit(), 20 + 4 * 4);
     }
 
     #[test]

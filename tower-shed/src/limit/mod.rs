@@ -25,9 +25,13 @@
 //! # App-limited growth
 //!
 //! A limit that is not used says nothing about capacity. AIMD, Gradient2 and Vegas only grow while
-//! the limit is in use (`in_flight ≥ limit / 2` when the request started); otherwise an idle
-//! period would let the limit drift to `max_limit` and a burst afterwards would flood the
-//! service.
+//! the limit is in use: `in_flight ≥ limit / 2` when the request started, or the limit turned
+//! requests away (rejected or queued them) since the previous measured request
+//! ([`Sample::saturated`]). Otherwise an idle period would let the limit drift to `max_limit`
+//! and a burst afterwards would flood the service. The second rule is for bursty load below
+//! capacity: most requests start with few in flight, but the bursts hit the limit, and a limit
+//! that a fault pushed down must be able to grow back while the latency says the backend is
+//! well.
 
 use std::fmt;
 use std::time::Duration;
@@ -59,6 +63,9 @@ pub struct Sample {
     /// in `sample_every`, and algorithms weigh each sample accordingly so that their per-RTT
     /// behaviour does not depend on the sampling rate.
     pub weight: u32,
+    /// Whether the limit turned requests away (rejected or queued them) since the previous
+    /// measured request: the limit binds, however few were in flight when this one started.
+    pub saturated: bool,
 }
 
 impl Sample {
@@ -69,7 +76,20 @@ impl Sample {
             in_flight,
             dropped,
             weight: 1,
+            saturated: false,
         }
+    }
+
+    /// The same sample, marked as taken while the limit was turning requests away.
+    pub const fn with_saturated(mut self, saturated: bool) -> Self {
+        self.saturated = saturated;
+        self
+    }
+
+    /// Whether the limit was in use for this sample: `in_flight ≥ limit / 2`, or
+    /// [`saturated`](Self::saturated).
+    pub(crate) fn in_use(&self, limit: f64) -> bool {
+        self.saturated || self.in_flight as f64 * 2.0 >= limit
     }
 
     /// The same sample, standing for `weight` requests (at least 1).
@@ -222,6 +242,14 @@ impl Shaper {
     /// cut happened within the sample's `rtt`. Returns the integer limit.
     pub(crate) fn step(&mut self, target: f64, sample: &Sample, now: Instant) -> usize {
         self.step_smoothed(target, sample, now, true)
+    }
+
+    /// A step taken whole, without smoothing.
+    pub(crate) fn step_whole(&mut self, target: f64, sample: &Sample, now: Instant) -> usize {
+        let smoothing = std::mem::replace(&mut self.smoothing, 1.0);
+        let l = self.step_smoothed(target, sample, now, false);
+        self.smoothing = smoothing;
+        l
     }
 
     /// [`Shaper::step`], with the smoothing applied to increases only when `smooth_cuts` is

@@ -40,7 +40,7 @@ use tokio::time::Instant;
 /// · L` requests, but at least 25 probes' length apart (a probe lasts `16 × sample_every`
 /// requests), so probing takes a few percent of the time whatever the sampling rate.
 ///
-/// Nothing grows while the limit is not in use (`in_flight < L / 2`).
+/// Nothing grows while the limit is not in use (`in_flight < L / 2` and nothing turned away).
 ///
 /// Defaults: initial 20, min 1, max 1000, smoothing 1, probe multiplier 30, probe pin ½,
 /// seed 0.

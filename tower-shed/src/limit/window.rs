@@ -70,6 +70,8 @@ pub(crate) struct Batch<const N: usize> {
     len: usize,
     weight: u64,
     in_use: usize,
+    /// Whether the limit turned requests away while the batch was open.
+    saturated: bool,
     opened: Option<Instant>,
 }
 
@@ -80,6 +82,7 @@ impl<const N: usize> Batch<N> {
             len: 0,
             weight: 0,
             in_use: 0,
+            saturated: false,
             opened: None,
         }
     }
@@ -89,12 +92,15 @@ impl<const N: usize> Batch<N> {
         self.len = 0;
         self.weight = 0;
         self.in_use = 0;
+        self.saturated = false;
         self.opened = Some(now);
     }
 
     /// Adds a sample if its request was admitted after the batch opened. Returns whether the
     /// batch is now full.
     pub(crate) fn push(&mut self, sample: &Sample, now: Instant, in_use: bool) -> bool {
+        // A request turned away is news about now, whenever the sample's own request started.
+        self.saturated |= sample.saturated;
         if let Some(opened) = self.opened {
             let admitted = now.checked_sub(sample.rtt);
             if admitted.is_none_or(|a| a < opened) {
@@ -125,9 +131,11 @@ impl<const N: usize> Batch<N> {
         u32::try_from(self.weight).unwrap_or(u32::MAX)
     }
 
-    /// Whether at least half the batch was admitted while the limit was in use.
+    /// Whether the limit was in use over the batch: at least half of it was admitted while
+    /// the limit was in use, or the limit turned requests away meanwhile (bursts below
+    /// capacity: few in flight most of the time, but the bursts hit the limit).
     pub(crate) fn in_use(&self) -> bool {
-        self.in_use * 2 >= self.len
+        self.saturated || self.in_use * 2 >= self.len
     }
 }
 
@@ -299,14 +307,15 @@ impl Rtts {
         if sample.dropped {
             return Fed::Dropped;
         }
-        let in_use = sample.in_flight as f64 * 2.0 >= shaper.value();
+        let in_use = sample.in_use(shaper.value());
         if !self.batch.push(sample, now, in_use) {
             return Fed::Limit(shaper.get());
         }
-        let (Some(rtt), weight, in_use) = (
+        let (Some(rtt), weight, in_use, saturated) = (
             self.batch.median(),
             self.batch.weight(),
             self.batch.in_use(),
+            self.batch.saturated,
         ) else {
             return Fed::Limit(shaper.get());
         };
@@ -319,6 +328,7 @@ impl Rtts {
             sample: Sample {
                 rtt,
                 weight,
+                saturated,
                 ..*sample
             },
             noload,
