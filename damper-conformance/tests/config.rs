@@ -1090,10 +1090,18 @@ fn client(toml_src: &str) -> Result<damper::ClientLayer, damper::ConfigError> {
     ClientStack::new().config(config).build()
 }
 
-fn server(toml_src: &str) -> Result<damper::ServerLayer, damper::ConfigError> {
+/// Partitions need a partitioner; this one puts every request in `a`.
+type AllInA = fn(&u32) -> &'static str;
+
+fn server(
+    toml_src: &str,
+) -> Result<damper::ServerLayer<tower::layer::util::Identity, AllInA>, damper::ConfigError> {
     let config: damper::config::ServerConfig =
         toml::from_str(toml_src).unwrap_or_else(|e| panic!("{toml_src}: {e}"));
-    ServerStack::new().config(config).build()
+    ServerStack::new()
+        .config(config)
+        .partition_with((|_| "a") as AllInA)
+        .build()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The server stack: deadline (resolved from the caller's `grpc-timeout`, enforced over queue
 //! and handler) → shed (adaptive limit, CoDel/LIFO queue, partitions) → handler.
 
-use crate::client::{build_shed, field_err};
+use crate::client::field_err;
 use crate::config::{ConfigError, ServerConfig};
 use crate::optional::{Maybe, Optional};
 use std::fmt;
@@ -14,11 +14,16 @@ use tower_shed::{Shed, ShedHandle, ShedLayer};
 /// [`ServerStack::new`] (callers get the `Overloaded` error), 503 + `Retry-After` for
 /// [`ServerStack::http`], `RESOURCE_EXHAUSTED` + `grpc-retry-pushback-ms` for
 /// [`ServerStack::grpc`].
+///
+/// `P` picks each request's partition ([`ServerStack::partition_with`]) when the configuration
+/// declares partitions.
 #[derive(Debug, Clone)]
-pub struct ServerStack<M = Identity> {
+pub struct ServerStack<M = Identity, P = ()> {
     config: ServerConfig,
     map: M,
     grpc_timeout: bool,
+    partitioner: P,
+    has_partitioner: bool,
 }
 
 impl Default for ServerStack {
@@ -36,6 +41,8 @@ impl ServerStack {
             config: ServerConfig::default(),
             map: Identity::new(),
             grpc_timeout: false,
+            partitioner: (),
+            has_partitioner: false,
         }
     }
 }
@@ -50,6 +57,8 @@ impl ServerStack<tower_shed::http::OverloadedAsResponseLayer> {
             config: ServerConfig::default(),
             map: tower_shed::http::OverloadedAsResponseLayer::new(),
             grpc_timeout: true,
+            partitioner: (),
+            has_partitioner: false,
         }
     }
 }
@@ -64,11 +73,47 @@ impl ServerStack<tower_shed::grpc::OverloadedAsStatusLayer> {
             config: ServerConfig::default(),
             map: tower_shed::grpc::OverloadedAsStatusLayer::new(),
             grpc_timeout: true,
+            partitioner: (),
+            has_partitioner: false,
         }
     }
 }
 
-impl<M> ServerStack<M> {
+impl<M, P> ServerStack<M, P> {
+    /// Sets how requests are sorted into the configured partitions
+    /// ([`ServerConfig::partitions`]): any [`Partitioner`](tower_shed::Partitioner), such as a
+    /// `Fn(&Req) -> &'static str` or a [`HeaderPartitioner`] (feature `http`). A request whose
+    /// class names no partition goes to the last one, so declare the best-effort class last.
+    ///
+    /// ```
+    /// use damper::config::PartitionConfig;
+    ///
+    /// # fn main() -> Result<(), damper::ConfigError> {
+    /// let stack = damper::ServerStack::new()
+    ///     .configure(|c| {
+    ///         c.partitions = vec![
+    ///             PartitionConfig { name: "checkout".into(), share: 0.7 },
+    ///             PartitionConfig { name: "browse".into(), share: 0.3 },
+    ///         ];
+    ///     })
+    ///     .partition_with(|path: &&'static str| {
+    ///         if path.starts_with("/checkout") { "checkout" } else { "browse" }
+    ///     })
+    ///     .build()?;
+    /// # let _ = stack;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn partition_with<Q>(self, partitioner: Q) -> ServerStack<M, Q> {
+        ServerStack {
+            config: self.config,
+            map: self.map,
+            grpc_timeout: self.grpc_timeout,
+            partitioner,
+            has_partitioner: true,
+        }
+    }
+
     /// Replaces the whole configuration.
     pub fn config(mut self, config: ServerConfig) -> Self {
         self.config = config;
@@ -89,38 +134,42 @@ impl<M> ServerStack<M> {
 
     /// Validates the configuration and builds the layer. Errors name the offending field, as
     /// `server.limit.max`.
-    pub fn build(self) -> Result<ServerLayer<M>, ConfigError> {
+    pub fn build(self) -> Result<ServerLayer<M, P>, ConfigError> {
         let cfg = &self.config;
         let name = cfg.name.clone().unwrap_or_else(|| "server".to_owned());
         let shed = if cfg.limit.enabled.unwrap_or(true) {
-            let mut shed = build_shed(&cfg.limit, "server.limit", &name, None)?;
-            if !cfg.partitions.is_empty() {
-                let mut total = 0.0;
-                for (i, p) in cfg.partitions.iter().enumerate() {
-                    if !(p.share.is_finite() && p.share > 0.0 && p.share <= 1.0) {
-                        return Err(ConfigError::new(
-                            format!("server.partitions[{i}].share"),
-                            "must be in (0, 1]",
-                        ));
-                    }
-                    total += p.share;
-                }
-                if total > 1.0 + 1e-9 {
+            for (i, p) in cfg.partitions.iter().enumerate() {
+                if !(p.share.is_finite() && p.share > 0.0 && p.share <= 1.0) {
                     return Err(ConfigError::new(
-                        "server.partitions",
-                        "guaranteed shares add up to more than 1",
+                        format!("server.partitions[{i}].share"),
+                        "must be in (0, 1]",
                     ));
                 }
-                // Partitions need the builder; rebuild with them.
-                let mut b = crate::client::shed_builder(&cfg.limit, "server.limit", &name, None)?;
-                for p in &cfg.partitions {
-                    b = b.partition(p.name.clone(), p.share);
-                }
-                shed = b
-                    .build()
-                    .map_err(|e| field_err("server.partitions", e.field(), e.reason()))?;
             }
-            Some(shed)
+            if cfg.partitions.iter().map(|p| p.share).sum::<f64>() > 1.0 + 1e-9 {
+                return Err(ConfigError::new(
+                    "server.partitions",
+                    "guaranteed shares add up to more than 1",
+                ));
+            }
+            if !cfg.partitions.is_empty() && !self.has_partitioner {
+                // Every request would land in the last partition: the shares would do nothing.
+                return Err(ConfigError::new(
+                    "server.partitions",
+                    "partitions need a partitioner (ServerStack::partition_with)",
+                ));
+            }
+            let mut b = crate::client::shed_builder(&cfg.limit, "server.limit", &name, None)?;
+            for p in &cfg.partitions {
+                b = b.partition(p.name.clone(), p.share);
+            }
+            Some(b.partition_with(self.partitioner).build().map_err(|e| {
+                if e.field().starts_with("partition") {
+                    field_err("server.partitions", e.field(), e.reason())
+                } else {
+                    crate::client::shed_err("server.limit", e)
+                }
+            })?)
         } else {
             None
         };
@@ -163,14 +212,14 @@ impl<M> ServerStack<M> {
 
 /// The server stack as a [`Layer`]; built by [`ServerStack::build`].
 #[derive(Clone)]
-pub struct ServerLayer<M = Identity> {
+pub struct ServerLayer<M = Identity, P = ()> {
     handle: Option<ShedHandle>,
     map: M,
-    shed: Optional<ShedLayer>,
+    shed: Optional<ShedLayer<P>>,
     deadline: Optional<DeadlineLayer>,
 }
 
-impl<M> fmt::Debug for ServerLayer<M> {
+impl<M, P> fmt::Debug for ServerLayer<M, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ServerLayer")
             .field("shed", &self.shed.0.is_some())
@@ -179,7 +228,7 @@ impl<M> fmt::Debug for ServerLayer<M> {
     }
 }
 
-impl<M> ServerLayer<M> {
+impl<M, P> ServerLayer<M, P> {
     /// The limiter's state (limit, in flight, queued), if shedding is on.
     pub fn shed_handle(&self) -> Option<&ShedHandle> {
         self.handle.as_ref()
@@ -191,11 +240,12 @@ impl<M> ServerLayer<M> {
 /// The deadline is outside the shedder: the caller's deadline is resolved before the request
 /// can queue, so the queue drops a request whose caller has given up instead of starting it,
 /// and the time spent queued counts against the deadline.
-pub type ServerService<S> = Maybe<Deadline<Maybe<Shed<S>, S>>, Maybe<Shed<S>, S>>;
+pub type ServerService<S, P = ()> = Maybe<Deadline<Maybe<Shed<S, P>, S>>, Maybe<Shed<S, P>, S>>;
 
-impl<S, M> Layer<S> for ServerLayer<M>
+impl<S, M, P> Layer<S> for ServerLayer<M, P>
 where
-    M: Layer<ServerService<S>>,
+    M: Layer<ServerService<S, P>>,
+    P: Clone,
 {
     type Service = M::Service;
 
@@ -207,7 +257,7 @@ where
 }
 
 #[cfg(feature = "http")]
-impl ServerLayer<tower_shed::http::OverloadedAsResponseLayer> {
+impl<P> ServerLayer<tower_shed::http::OverloadedAsResponseLayer, P> {
     /// Answers every error with a response, so the stack's error is
     /// [`Infallible`](std::convert::Infallible) and it drops into axum's `Router::layer`
     /// without a `HandleErrorLayer`: sheds stay `503` with `Retry-After`, expired deadlines
@@ -225,8 +275,10 @@ impl ServerLayer<tower_shed::http::OverloadedAsResponseLayer> {
     /// ```
     pub fn infallible(
         self,
-    ) -> ServerLayer<tower_layer::Stack<tower_shed::http::OverloadedAsResponseLayer, ErrorAs500Layer>>
-    {
+    ) -> ServerLayer<
+        tower_layer::Stack<tower_shed::http::OverloadedAsResponseLayer, ErrorAs500Layer>,
+        P,
+    > {
         ServerLayer {
             handle: self.handle,
             map: tower_layer::Stack::new(self.map, ErrorAs500Layer(())),
@@ -236,10 +288,73 @@ impl ServerLayer<tower_shed::http::OverloadedAsResponseLayer> {
     }
 }
 
+/// Sorts HTTP requests into partitions by a header's value (`x-priority: critical`): a request
+/// whose value names one of `classes` goes to that partition, any other (or none) to the last
+/// configured partition. Header values are only compared, never parsed.
+///
+/// ```
+/// use damper::HeaderPartitioner;
+/// use damper::config::PartitionConfig;
+/// use http::HeaderName;
+///
+/// # fn main() -> Result<(), damper::ConfigError> {
+/// let stack = damper::ServerStack::http()
+///     .configure(|c| {
+///         c.partitions = vec![
+///             PartitionConfig { name: "critical".into(), share: 0.8 },
+///             PartitionConfig { name: "batch".into(), share: 0.2 },
+///         ];
+///     })
+///     .partition_with(HeaderPartitioner::new(
+///         HeaderName::from_static("x-priority"),
+///         ["critical", "batch"],
+///     ))
+///     .build()?;
+/// # let _ = stack;
+/// # Ok(())
+/// # }
+/// ```
+#[cfg(feature = "http")]
+#[derive(Debug, Clone)]
+pub struct HeaderPartitioner {
+    header: http::HeaderName,
+    classes: std::sync::Arc<[String]>,
+}
+
+#[cfg(feature = "http")]
+impl HeaderPartitioner {
+    /// Partitions by `header`, whose values name the `classes`.
+    pub fn new<I>(header: http::HeaderName, classes: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        Self {
+            header,
+            classes: classes.into_iter().map(Into::into).collect(),
+        }
+    }
+}
+
+#[cfg(feature = "http")]
+impl<B> tower_shed::Partitioner<http::Request<B>> for HeaderPartitioner {
+    fn partition(&self, req: &http::Request<B>) -> &str {
+        let Some(value) = req.headers().get(&self.header) else {
+            return "";
+        };
+        self.classes
+            .iter()
+            .find(|c| c.as_bytes() == value.as_bytes())
+            .map_or("", String::as_str)
+    }
+}
+
 /// The HTTP server stack with every error answered: what [`ServerLayer::infallible`] builds.
 #[cfg(feature = "http")]
-pub type InfallibleHttpServerLayer =
-    ServerLayer<tower_layer::Stack<tower_shed::http::OverloadedAsResponseLayer, ErrorAs500Layer>>;
+pub type InfallibleHttpServerLayer<P = ()> = ServerLayer<
+    tower_layer::Stack<tower_shed::http::OverloadedAsResponseLayer, ErrorAs500Layer>,
+    P,
+>;
 
 /// Turns any error of the service below into an empty `500 Internal Server Error`, logged;
 /// see [`ServerLayer::infallible`].

@@ -787,3 +787,94 @@ async fn errors_below_the_infallible_stack_become_500s() {
         "the error's text is logged, not sent"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn server_partitions_keep_a_busy_critical_class_its_share() {
+    use damper::HeaderPartitioner;
+    use damper::config::PartitionConfig;
+    // Ten in flight at most: eight guaranteed to `critical`, two to `batch`, sorted by the
+    // `x-priority` header; anything else is best effort, in the last partition (`batch`).
+    let mut config = ServerConfig::default();
+    config.limit.algorithm = Some(damper::config::LimitAlgorithm::Fixed);
+    config.limit.max = Some(10);
+    config.partitions = vec![
+        PartitionConfig {
+            name: "critical".into(),
+            share: 0.8,
+        },
+        PartitionConfig {
+            name: "batch".into(),
+            share: 0.2,
+        },
+    ];
+    let layer = ServerStack::http()
+        .config(config)
+        .partition_with(HeaderPartitioner::new(
+            http::HeaderName::from_static("x-priority"),
+            ["critical", "batch"],
+        ))
+        .build()
+        .unwrap();
+    let handle = layer.shed_handle().unwrap().clone();
+    let release = Arc::new(tokio::sync::Semaphore::new(0));
+    let r = release.clone();
+    let svc = ServiceBuilder::new()
+        .layer(layer)
+        .service_fn(move |_req: http::Request<()>| {
+            let r = r.clone();
+            async move {
+                let _permit = r.acquire().await;
+                Ok::<_, std::convert::Infallible>(http::Response::new(String::new()))
+            }
+        });
+    let req = |class: Option<&str>| {
+        let mut b = http::Request::builder();
+        if let Some(c) = class {
+            b = b.header("x-priority", c);
+        }
+        b.body(()).unwrap()
+    };
+    let mut held = Vec::new();
+    let mut send = |class: Option<&str>| {
+        let call = svc.clone().oneshot(req(class));
+        held.push(tokio::spawn(call));
+    };
+    // Two critical calls in flight make the class active: its unused share (six) is reserved.
+    send(Some("critical"));
+    send(Some("critical"));
+    // Batch gets its own two, and nothing of the reserved share.
+    send(Some("batch"));
+    send(Some("batch"));
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 4);
+    for class in [Some("batch"), None, Some("unknown")] {
+        let res = svc.clone().oneshot(req(class)).await.unwrap();
+        assert_eq!(
+            res.status(),
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            "{class:?} borrows no reserved share"
+        );
+    }
+    // Critical still has six of its eight.
+    for _ in 0..6 {
+        send(Some("critical"));
+    }
+    tokio::task::yield_now().await;
+    assert_eq!(handle.in_flight(), 10, "critical got its whole share");
+    release.add_permits(10);
+    for call in held {
+        assert_eq!(call.await.unwrap().unwrap().status(), http::StatusCode::OK);
+    }
+}
+
+#[test]
+fn partitions_without_a_partitioner_are_rejected() {
+    let mut config = ServerConfig::default();
+    config.partitions = vec![damper::config::PartitionConfig {
+        name: "critical".into(),
+        share: 0.5,
+    }];
+    let err = ServerStack::http().config(config).build().unwrap_err();
+    assert!(err.to_string().contains("server.partitions"), "{err}");
+    assert!(err.to_string().contains("partition_with"), "{err}");
+}
