@@ -10,21 +10,11 @@
 //! ```
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::get;
 use damper_core::BoxError;
 use damper_examples::net;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use std::time::Duration;
-use tower::ServiceBuilder;
-
-/// Errors the stack does not turn into a response itself (503 for shed requests, 504 for
-/// requests whose deadline passed, are already responses).
-async fn unexpected(err: BoxError) -> impl IntoResponse {
-    (StatusCode::INTERNAL_SERVER_ERROR, err.to_string())
-}
 
 /// A handler that takes 50 ms of "work".
 async fn work() -> &'static str {
@@ -54,11 +44,9 @@ async fn main() -> Result<(), BoxError> {
 
     let app = Router::new()
         .route("/work", get(work))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(unexpected))
-                .layer(stack),
-        )
+        // `infallible()`: the stack answers 503 for shed requests and 504 for requests whose
+        // deadline passed; any other error becomes a logged 500. No `HandleErrorLayer` needed.
+        .layer(stack.infallible())
         // Added after `.layer(..)`, so the shedder does not guard the metrics endpoint.
         .route("/metrics", get(move || async move { prometheus.render() }));
 

@@ -15,23 +15,15 @@
 //! [`ClientStack::http`](damper::ClientStack::http), over loopback:
 //!
 //! ```
-//! use axum::error_handling::HandleErrorLayer;
 //! use std::time::Duration;
-//! use tower::ServiceBuilder;
 //!
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), damper::BoxError> {
-//! // Errors the stack does not answer itself (it answers 503 and 504) become a 500.
-//! let unexpected = HandleErrorLayer::new(|e: damper::BoxError| async move {
-//!     (http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-//! });
+//! // `infallible()`: errors the stack does not answer itself (it answers 503 and 504) become a
+//! // 500, so the stack goes straight into `Router::layer`.
 //! let app = axum::Router::new()
 //!     .route("/", axum::routing::get(|| async { "hello" }))
-//!     .layer(
-//!         ServiceBuilder::new()
-//!             .layer(unexpected)
-//!             .layer(damper::ServerStack::http().name("doc-server").build()?),
-//!     );
+//!     .layer(damper::ServerStack::http().name("doc-server").build()?.infallible());
 //! let (listener, addr) = damper_examples::net::listen().await?;
 //! let server = damper_examples::net::spawn_axum(listener, app);
 //!
