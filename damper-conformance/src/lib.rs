@@ -27,6 +27,6 @@ pub const LAYERS: &[&str] = &[
     "tower-shed",
     "tower-adaptive-timeout (attempt timeout)",
     "tower-adaptive-timeout (deadline)",
-    "tower-fault",
+    "tower-fault-injection",
     "damper (client and server stacks)",
 ];

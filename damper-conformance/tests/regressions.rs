@@ -35,17 +35,17 @@ fn assert_saturated_503<B>(res: &http::Response<B>) {
     assert_eq!(secs, u64::MAX);
 }
 
-/// tower-fault: rounding `Duration::MAX` up to whole seconds for `Retry-After` overflowed
+/// tower-fault-injection: rounding `Duration::MAX` up to whole seconds for `Retry-After` overflowed
 /// (a panic in debug, `Retry-After: 0` in release). It saturates.
 #[test]
 fn fault_503_injector_with_huge_retry_after_does_not_overflow() {
-    use tower_fault::{FaultKind, HttpResponseInjector, Inject};
+    use tower_fault_injection::{FaultKind, HttpResponseInjector, Inject};
     let inject = HttpResponseInjector::service_unavailable(Duration::MAX);
     let res: http::Response<String> = inject.inject(FaultKind::Error).unwrap();
     assert_saturated_503(&res);
 }
 
-/// tower-fault: `alternating` overflowed on `t + on` / `end + off` near `Duration::MAX`, and with
+/// tower-fault-injection: `alternating` overflowed on `t + on` / `end + off` near `Duration::MAX`, and with
 /// nanosecond phases over a long span tried to build ~2^63 intervals. Phases now stop at
 /// `Duration::MAX`, and a schedule of more than `MAX_INTERVALS` is a typed error.
 #[test]

@@ -305,10 +305,10 @@ mod http_impl {
         /// Classifies a status code and its headers.
         pub fn classify_parts(&self, status: StatusCode, headers: &http::HeaderMap) -> Outcome {
             let pushback = || {
-                if let Some(v) = headers.get(GRPC_RETRY_PUSHBACK_MS) {
-                    if let Some(p) = parse_grpc_pushback(v.as_bytes(), self.max_pushback) {
-                        return Some(p);
-                    }
+                if let Some(v) = headers.get(GRPC_RETRY_PUSHBACK_MS)
+                    && let Some(p) = parse_grpc_pushback(v.as_bytes(), self.max_pushback)
+                {
+                    return Some(p);
                 }
                 headers.get(RETRY_AFTER).and_then(|v| {
                     parse_retry_after(v.as_bytes(), SystemTime::now(), self.max_pushback)

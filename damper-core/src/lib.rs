@@ -59,3 +59,8 @@ pub(crate) const fn pushback_max() -> std::time::Duration {
 
 /// The default clamp on server pushback, as used by the built-in classifiers.
 pub const DEFAULT_MAX_PUSHBACK: std::time::Duration = pushback_max();
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

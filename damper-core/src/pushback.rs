@@ -72,7 +72,7 @@ pub fn retry_after_secs(delay: Duration) -> u64 {
 /// hint under a millisecond is not sent as "retry at once"), saturating at `u64::MAX`.
 pub fn pushback_millis(delay: Duration) -> u64 {
     let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-    ms.saturating_add(u64::from(delay.subsec_nanos() % 1_000_000 > 0))
+    ms.saturating_add(u64::from(!delay.subsec_nanos().is_multiple_of(1_000_000)))
 }
 
 /// Parses `Retry-After` (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date (IMF-fixdate) read

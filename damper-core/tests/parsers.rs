@@ -17,7 +17,7 @@ const MONTHS: [&str; 12] = [
 /// Formats seconds since the epoch as an IMF-fixdate, independently of the parser: walks the
 /// calendar year by year and month by month.
 fn imf_fixdate(secs: u64) -> String {
-    let is_leap = |y: u64| y % 4 == 0 && (y % 100 != 0 || y % 400 == 0);
+    let is_leap = |y: u64| y.is_multiple_of(4) && (!y.is_multiple_of(100) || y.is_multiple_of(400));
     let mut days = secs / 86_400;
     let weekday = DAYS[(days % 7) as usize];
     let mut year = 1970;

@@ -148,8 +148,8 @@ where
 
 fn cases(c: &mut Criterion) {
     case(c, "baseline", || Echo);
-    case(c, "tower_fault_disabled", || {
-        tower_fault::FaultLayer::builder()
+    case(c, "tower_fault_injection_disabled", || {
+        tower_fault_injection::FaultLayer::builder()
             .build()
             .unwrap()
             .layer(Echo)

@@ -40,7 +40,7 @@
 //! - **Backend**: per replica, `workers` concurrent workers, a FIFO queue (unbounded unless
 //!   `backend.queue`), lognormal service times from a median and a p99. Like a naive server it
 //!   finishes work whose caller has left. Replicas sit behind tower's p2c balancer.
-//! - **Faults**: error probability and hangs through `tower-fault`; latency multipliers and
+//! - **Faults**: error probability and hangs through `tower-fault-injection`; latency multipliers and
 //!   capacity cuts inside the server model; per replica or all.
 //! - **Load**: open-loop Poisson arrivals whose rate steps over time; each logical request has a
 //!   deadline; optionally impatient users retry a failed request after a pause.

@@ -1,6 +1,6 @@
 //! The simulated world: requests, the run's recorder, and the backend model (a Tower service).
 //!
-//! A replica is `count attempts → tower-fault (errors, hangs) → Server` where the server has a
+//! A replica is `count attempts → tower-fault-injection (errors, hangs) → Server` where the server has a
 //! fixed number of workers, a FIFO queue (unbounded by default, like a naive server) and a
 //! lognormal service time. Like a naive server it keeps working on requests whose caller has
 //! gone away: that wasted work is what turns retries into metastable overload.
@@ -345,12 +345,11 @@ impl ServerShared {
         let u2 = rng.next_f64();
         let z = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
         let mut secs = self.median * (self.sigma * z).exp();
-        if let Some(f) = self.fault_at(now) {
-            if f.latency_multiplier != 1.0
-                && (f.multiplier_probability >= 1.0 || rng.next_f64() < f.multiplier_probability)
-            {
-                secs *= f.latency_multiplier;
-            }
+        if let Some(f) = self.fault_at(now)
+            && f.latency_multiplier != 1.0
+            && (f.multiplier_probability >= 1.0 || rng.next_f64() < f.multiplier_probability)
+        {
+            secs *= f.latency_multiplier;
         }
         Duration::from_secs_f64(secs)
     }

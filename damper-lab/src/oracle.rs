@@ -155,7 +155,7 @@ fn replica_at(sc: &Scenario, r: u32, t: f64, sigma: f64) -> Replica {
         .iter()
         .filter(|f| f.latency_multiplier != 1.0 || f.capacity < 1.0)
         .find(active);
-    // As tower-fault: the error or hang window in force (validation keeps them disjoint).
+    // As tower-fault-injection: the error or hang window in force (validation keeps them disjoint).
     let injected = sc
         .faults
         .iter()

@@ -575,16 +575,16 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
         if !(fault.capacity > 0.0 && fault.capacity <= 1.0) {
             return Err(c.err(format!("{p}.capacity"), "must be in (0, 1]"));
         }
-        if let Some(r) = &fault.replicas {
-            if let Some(bad) = r.iter().find(|r| **r >= b.replicas) {
-                return Err(c.err(
-                    format!("{p}.replicas"),
-                    &format!(
-                        "names replica {bad}, but backend.replicas is {}",
-                        b.replicas
-                    ),
-                ));
-            }
+        if let Some(r) = &fault.replicas
+            && let Some(bad) = r.iter().find(|r| **r >= b.replicas)
+        {
+            return Err(c.err(
+                format!("{p}.replicas"),
+                &format!(
+                    "names replica {bad}, but backend.replicas is {}",
+                    b.replicas
+                ),
+            ));
         }
         match (fault.flap_on_s, fault.flap_off_s) {
             (None, None) => {}
@@ -600,7 +600,7 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
             }
         }
     }
-    // Error and hang windows become one tower-fault schedule per replica, so they may not
+    // Error and hang windows become one tower-fault-injection schedule per replica, so they may not
     // overlap on a replica.
     for (i, a) in f.faults.iter().enumerate() {
         for b2 in &f.faults[..i] {
@@ -622,10 +622,10 @@ fn validate(f: &ScenarioFile, source: &str) -> Result<(), ScenarioError> {
             }
         }
     }
-    if let Some([a, z]) = f.window {
-        if !(a.is_finite() && z > a) {
-            return Err(c.err("window", "must be [start_s, end_s] with end after start"));
-        }
+    if let Some([a, z]) = f.window
+        && !(a.is_finite() && z > a)
+    {
+        return Err(c.err("window", "must be [start_s, end_s] with end after start"));
     }
     c.positive("naive.timeout_ms", f.naive.timeout_ms)?;
     let t = &f.tower;

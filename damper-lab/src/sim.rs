@@ -26,7 +26,7 @@ use tower::buffer::Buffer;
 use tower::discover::ServiceList;
 use tower::load::{CompleteOnResponse, PendingRequests};
 use tower::util::BoxCloneService;
-use tower_fault::{FaultLayer, FaultSpec, Schedule};
+use tower_fault_injection::{FaultLayer, FaultSpec, Schedule};
 
 /// Everything one run produced.
 #[derive(Debug, Clone, Default)]
@@ -286,7 +286,7 @@ async fn simulate(sc: &Scenario, stack: &dyn Stack, arrivals: &[Arrival], seed: 
                     let g = lab.gauges(TIMEOUT_CURRENT_SECONDS);
                     timeout_sum += g.iter().sum::<f64>() / g.len().max(1) as f64;
                 }
-                if tick % 10 == 0 {
+                if tick.is_multiple_of(10) {
                     if want_hedges {
                         let now = hedges_so_far(&lab);
                         hedges.push(now.saturating_sub(hedged));

@@ -572,7 +572,7 @@ pub(crate) fn build_shed(
         .map_err(|e| shed_err(section, e))
 }
 
-fn shed_err(section: &str, e: tower_shed::error::ConfigError) -> ConfigError {
+pub(crate) fn shed_err(section: &str, e: tower_shed::error::ConfigError) -> ConfigError {
     let field = match e.field() {
         "initial_limit" => "initial",
         "min_limit" => "min",

@@ -34,7 +34,7 @@
 //! | [`breaker`] | `tower-breaker` | circuit breaker that trips on evidence and backs off with jitter |
 //! | [`shed`] | `tower-shed` | adaptive concurrency limits and load shedding |
 //! | [`hedge`] | `tower-hedge` | hedged requests under a hard extra-load budget |
-//! | [`fault`] | `tower-fault` | fault injection for tests and drills |
+//! | [`fault`] | `tower-fault-injection` | fault injection for tests and drills |
 //! | [`core`] | `damper-core` | classification, pushback, deadlines, histogram, budget, errors |
 //!
 //! # The stacks
@@ -99,6 +99,7 @@ pub mod config;
 mod duration;
 mod ext;
 mod optional;
+mod presets;
 #[cfg(feature = "reqwest")]
 #[cfg_attr(docsrs, doc(cfg(feature = "reqwest")))]
 pub mod reqwest;
@@ -113,15 +114,26 @@ pub use crate::client::{
 pub use crate::config::ConfigError;
 pub use crate::ext::ServiceBuilderExt;
 pub use crate::optional::{Maybe, MaybeFuture, Optional};
+#[cfg(feature = "grpc")]
+pub use crate::presets::{GrpcClientLayer, GrpcClientService, GrpcServerLayer, GrpcServerService};
 #[cfg(feature = "http")]
-pub use crate::server::{ErrorAs500, ErrorAs500Future, ErrorAs500Layer, InfallibleHttpServerLayer};
+pub use crate::presets::{HttpClientLayer, HttpClientService, HttpServerLayer, HttpServerService};
+#[cfg(feature = "http")]
+pub use crate::server::{
+    ErrorAs500, ErrorAs500Future, ErrorAs500Layer, HeaderPartitioner, InfallibleHttpServerLayer,
+};
 pub use crate::server::{ServerLayer, ServerService, ServerStack};
 pub use damper_core::BoxError;
 
 pub use damper_core as core;
 pub use tower_adaptive_timeout as timeout;
 pub use tower_breaker as breaker;
-pub use tower_fault as fault;
+pub use tower_fault_injection as fault;
 pub use tower_hedge as hedge;
 pub use tower_retry_budget as retry_budget;
 pub use tower_shed as shed;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

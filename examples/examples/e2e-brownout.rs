@@ -1,6 +1,6 @@
 //! The real-network twin of the lab: a brownout, then an outage, over loopback sockets.
 //!
-//! An axum backend on an ephemeral port runs a `tower-fault` schedule (healthy → brownout →
+//! An axum backend on an ephemeral port runs a `tower-fault-injection` schedule (healthy → brownout →
 //! outage → healthy). An open-loop client sends 200 requests per second for 5 s, each with a
 //! 1 s deadline, first with plain reqwest (no middleware), then through damper's HTTP client
 //! stack. Each run gets a fresh backend, so both meet the same faults at the same times. It
@@ -30,7 +30,7 @@ use std::time::Duration;
 use tokio::time::{Instant, MissedTickBehavior};
 use tower::util::BoxCloneSyncService;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_fault::{FaultLayer, FaultSpec, HttpResponseInjector, Latency, Schedule};
+use tower_fault_injection::{FaultLayer, FaultSpec, HttpResponseInjector, Latency, Schedule};
 
 const RATE: u64 = 200;
 const SECONDS: u64 = 5;

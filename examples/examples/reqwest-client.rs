@@ -1,7 +1,7 @@
 //! A `reqwest::Client` wrapped in damper's HTTP client stack, against a local flaky server.
 //!
 //! The server (axum, on an ephemeral loopback port) answers a share of requests with `502 Bad
-//! Gateway`, injected by `tower-fault` (5%, then 50%), and adds a few milliseconds of lognormal
+//! Gateway`, injected by `tower-fault-injection` (5%, then 50%), and adds a few milliseconds of lognormal
 //! latency. For each share the client sends 300 GETs, 10 at a time, through: deadline (2 s) → retry (budget) → hedge (same
 //! budget) → breaker → adaptive timeout → reqwest. It prints what the caller saw and what the
 //! server received. It ends by itself in a second or two.
@@ -21,7 +21,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tower::ServiceBuilder;
-use tower_fault::{FaultLayer, FaultSpec, HttpResponseInjector, Latency};
+use tower_fault_injection::{FaultLayer, FaultSpec, HttpResponseInjector, Latency};
 
 const REQUESTS: usize = 300;
 const CONCURRENCY: usize = 10;

@@ -70,15 +70,15 @@ impl Echo for EchoService {
         if req.message.starts_with("flaky") && first().await {
             return Err(tonic::Status::unavailable("first attempt fails"));
         }
-        if let Some(rest) = req.message.strip_prefix("pushback:") {
-            if first().await {
-                let ms = rest.split(':').next().unwrap_or_default();
-                let mut status = tonic::Status::resource_exhausted("busy, come back later");
-                if let Ok(v) = ms.parse() {
-                    status.metadata_mut().insert(GRPC_RETRY_PUSHBACK_MS, v);
-                }
-                return Err(status);
+        if let Some(rest) = req.message.strip_prefix("pushback:")
+            && first().await
+        {
+            let ms = rest.split(':').next().unwrap_or_default();
+            let mut status = tonic::Status::resource_exhausted("busy, come back later");
+            if let Ok(v) = ms.parse() {
+                status.metadata_mut().insert(GRPC_RETRY_PUSHBACK_MS, v);
             }
+            return Err(status);
         }
         tokio::time::sleep(Duration::from_millis(u64::from(req.work_ms))).await;
         self.stats.completed.fetch_add(1, Ordering::Relaxed);

@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 use tower::{ServiceBuilder, ServiceExt};
-use tower_fault::{FaultLayer, FaultSpec, HttpResponseInjector};
+use tower_fault_injection::{FaultLayer, FaultSpec, HttpResponseInjector};
 
 /// What the server saw: path, final status, when the request arrived.
 type Seen = (String, u16, Instant);

@@ -126,3 +126,8 @@ pub use crate::deadline::{DeadlineHeaders, DeadlineLayer, PropagateDeadlineLayer
 pub use crate::layer::{AdaptiveTimeoutBuilder, AdaptiveTimeoutLayer};
 pub use crate::service::AdaptiveTimeout;
 pub use damper_core::BoxError;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -118,11 +118,11 @@ impl<K: Hash + Eq + Clone + fmt::Debug> Registry<K> {
                 (rank, last)
             })
             .map(|(k, _)| k.clone());
-        if let Some(k) = victim {
-            if let Some(s) = map.remove(&k) {
-                s.evicted.store(true, Ordering::Relaxed);
-                s.leave_pool();
-            }
+        if let Some(k) = victim
+            && let Some(s) = map.remove(&k)
+        {
+            s.evicted.store(true, Ordering::Relaxed);
+            s.leave_pool();
         }
     }
 

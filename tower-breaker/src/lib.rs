@@ -143,3 +143,8 @@ pub use crate::keyed::{KeyedBreaker, KeyedBreakerLayer};
 pub use crate::layer::BreakerLayer;
 pub use crate::policy::{Reason, Snapshot, State, Transition};
 pub use crate::service::Breaker;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

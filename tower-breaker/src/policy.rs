@@ -1088,10 +1088,10 @@ impl Policy {
                 reason = Some(Reason::FailureRate);
             } else if load && c.load_failures as f64 >= self.load_failure_rate * t {
                 reason = Some(Reason::LoadFailureRate);
-            } else if let (true, Some((_, rate))) = (slow_trigger, self.slow_call) {
-                if c.slow as f64 >= rate * t {
-                    reason = Some(Reason::SlowCallRate);
-                }
+            } else if let (true, Some((_, rate))) = (slow_trigger, self.slow_call)
+                && c.slow as f64 >= rate * t
+            {
+                reason = Some(Reason::SlowCallRate);
             }
         }
         let Some(reason) = reason else {

@@ -68,11 +68,10 @@ proptest! {
         let mut live: Vec<(Option<u64>, Permit)> = Vec::new();
         let mut period = 0u64;
         let effect = |e: Effect, period: &mut u64| {
-            if let Effect::Transition(t) = e {
-                if t.to == State::HalfOpen {
+            if let Effect::Transition(t) = e
+                && t.to == State::HalfOpen {
                     *period += 1;
                 }
-            }
         };
         for op in ops {
             match op {

@@ -1,13 +1,13 @@
 //! Cost of the fault layer when it injects nothing, against the bare service.
 //!
-//! `cargo bench -p tower-fault --bench disabled -- --warm-up-time 1 --measurement-time 3`
+//! `cargo bench -p tower-fault-injection --bench disabled -- --warm-up-time 1 --measurement-time 3`
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::future::{Ready, ready};
 use std::hint::black_box;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
-use tower_fault::{FaultLayer, FaultSpec, Schedule};
+use tower_fault_injection::{FaultLayer, FaultSpec, Schedule};
 use tower_layer::Layer;
 use tower_service::Service;
 

@@ -125,7 +125,7 @@ impl SpecCell {
 /// path take no lock.
 ///
 /// ```
-/// use tower_fault::{FaultLayer, FaultSpec};
+/// use tower_fault_injection::{FaultLayer, FaultSpec};
 ///
 /// let layer = FaultLayer::builder().build().unwrap();
 /// let handle = layer.handle();

@@ -47,7 +47,7 @@ mod http_impl {
     ///
     /// ```
     /// use std::time::Duration;
-    /// use tower_fault::{HttpResponseInjector, Inject, FaultKind};
+    /// use tower_fault_injection::{HttpResponseInjector, Inject, FaultKind};
     ///
     /// let inject = HttpResponseInjector::service_unavailable(Duration::from_secs(2));
     /// let res: http::Response<String> = inject.inject(FaultKind::Error).unwrap();

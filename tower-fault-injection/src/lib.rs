@@ -8,7 +8,7 @@
 //! ```
 //! use std::time::Duration;
 //! use tower::{ServiceBuilder, ServiceExt};
-//! use tower_fault::{FaultLayer, FaultSpec, Latency, Schedule};
+//! use tower_fault_injection::{FaultLayer, FaultSpec, Latency, Schedule};
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
@@ -74,3 +74,8 @@ pub use crate::layer::{FaultLayer, FaultLayerBuilder};
 pub use crate::schedule::{Schedule, ScheduleBuilder};
 pub use crate::service::Fault;
 pub use crate::spec::{ConfigError, FaultSpec, Latency};
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -15,7 +15,7 @@ pub const MAX_INTERVALS: usize = 100_000;
 ///
 /// ```
 /// use std::time::Duration;
-/// use tower_fault::{FaultSpec, Schedule};
+/// use tower_fault_injection::{FaultSpec, Schedule};
 ///
 /// let s = Duration::from_secs;
 /// let schedule = Schedule::builder()

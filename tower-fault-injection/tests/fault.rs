@@ -4,7 +4,7 @@ use std::time::Duration;
 use tokio::time::{Instant, advance};
 use tokio_test::{assert_pending, assert_ready, assert_ready_ok, task};
 use tower::{ServiceBuilder, ServiceExt, service_fn};
-use tower_fault::{FaultKind, FaultLayer, FaultSpec, InjectedFault, Latency, Schedule};
+use tower_fault_injection::{FaultKind, FaultLayer, FaultSpec, InjectedFault, Latency, Schedule};
 use tower_test::{assert_request_eq, mock};
 
 const fn ms(n: u64) -> Duration {
@@ -213,7 +213,7 @@ fn build_rejects_invalid_config() {
 mod http_faults {
     use super::*;
     use http::{Response, StatusCode};
-    use tower_fault::HttpResponseInjector;
+    use tower_fault_injection::HttpResponseInjector;
 
     #[tokio::test(start_paused = true)]
     async fn injected_http_status_with_headers() {
@@ -251,10 +251,12 @@ mod http_faults {
     #[test]
     fn retry_after_of_duration_max_saturates() {
         let inject = HttpResponseInjector::service_unavailable(Duration::MAX);
-        let res: Response<String> = tower_fault::Inject::inject(&inject, FaultKind::Error).unwrap();
+        let res: Response<String> =
+            tower_fault_injection::Inject::inject(&inject, FaultKind::Error).unwrap();
         assert_eq!(res.headers()["retry-after"], u64::MAX.to_string().as_str());
         let whole = HttpResponseInjector::service_unavailable(Duration::from_secs(u64::MAX));
-        let res: Response<String> = tower_fault::Inject::inject(&whole, FaultKind::Error).unwrap();
+        let res: Response<String> =
+            tower_fault_injection::Inject::inject(&whole, FaultKind::Error).unwrap();
         assert_eq!(res.headers()["retry-after"], u64::MAX.to_string().as_str());
     }
 }

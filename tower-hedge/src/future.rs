@@ -119,19 +119,18 @@ where
         loop {
             // 1. The attempts, first attempt first.
             let mut done = None;
-            if let Some(f) = this.primary.as_mut().as_pin_mut() {
-                if let Poll::Ready(r) = f.poll(cx) {
-                    this.primary.set(None);
-                    done = Some((r, *this.primary_start, true));
-                }
+            if let Some(f) = this.primary.as_mut().as_pin_mut()
+                && let Poll::Ready(r) = f.poll(cx)
+            {
+                this.primary.set(None);
+                done = Some((r, *this.primary_start, true));
             }
-            if done.is_none() {
-                if let Some(f) = this.hedge.as_mut() {
-                    if let Poll::Ready(r) = f.as_mut().poll(cx) {
-                        *this.hedge = None;
-                        done = Some((r, *this.hedge_start, false));
-                    }
-                }
+            if done.is_none()
+                && let Some(f) = this.hedge.as_mut()
+                && let Poll::Ready(r) = f.as_mut().poll(cx)
+            {
+                *this.hedge = None;
+                done = Some((r, *this.hedge_start, false));
             }
             if done.is_none() {
                 for i in 0..this.more.len() {

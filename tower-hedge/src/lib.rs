@@ -125,3 +125,8 @@ pub use crate::error::ConfigError;
 pub use crate::layer::{HedgeBuilder, HedgeHandle, HedgeLayer};
 pub use crate::policy::{HedgeConfig, HedgeStats};
 pub use crate::service::Hedge;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

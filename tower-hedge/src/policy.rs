@@ -139,15 +139,15 @@ impl HedgeConfig {
         if !(x.is_finite() && x > 0.0 && x < 1.0) {
             return Err(ConfigError::new("max_extra_load", "must be in (0, 1)"));
         }
-        if let Some(q) = self.quantile {
-            if !(q.is_finite() && q > 0.0 && q < 1.0) {
-                return Err(ConfigError::new("quantile", "must be in (0, 1)"));
-            }
+        if let Some(q) = self.quantile
+            && !(q.is_finite() && q > 0.0 && q < 1.0)
+        {
+            return Err(ConfigError::new("quantile", "must be in (0, 1)"));
         }
-        if let Some(max) = self.max_delay {
-            if max < self.min_delay {
-                return Err(ConfigError::new("max_delay", "must be at least min_delay"));
-            }
+        if let Some(max) = self.max_delay
+            && max < self.min_delay
+        {
+            return Err(ConfigError::new("max_delay", "must be at least min_delay"));
         }
         if !(1..=4).contains(&self.max_hedges) {
             return Err(ConfigError::new("max_hedges", "must be between 1 and 4"));

@@ -468,7 +468,7 @@ where
 
 #[tokio::test(start_paused = true)]
 async fn ineligible_requests_are_never_cloned_or_hedged() {
-    let builder = warm().eligible_with(|r: &Req| r.id % 2 == 0);
+    let builder = warm().eligible_with(|r: &Req| r.id.is_multiple_of(2));
     let (mut svc, mut handle, stats) = req_setup(builder).await;
     let clones = Arc::new(AtomicUsize::new(0));
     let make = |id| Req {

@@ -96,3 +96,8 @@ pub use crate::error::ConfigError;
 pub use crate::layer::{MAX_ATTEMPTS_LIMIT, RetryLayer, RetryLayerBuilder};
 pub use crate::replay::{CloneAll, Idempotent, Replay, ReplayIf, ReplayWith};
 pub use crate::service::Retry;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -166,10 +166,10 @@ impl RetryPolicy {
             Some(Pushback::After(d)) => d.min(self.max_pushback),
             _ => self.backoff.delay(attempts, previous, rng),
         };
-        if let Some(deadline) = deadline {
-            if deadline.remaining(now) < wait.saturating_add(self.min_attempt_time) {
-                return Decision::Return(Stop::Deadline);
-            }
+        if let Some(deadline) = deadline
+            && deadline.remaining(now) < wait.saturating_add(self.min_attempt_time)
+        {
+            return Decision::Return(Stop::Deadline);
         }
         if !budget.try_withdraw(now) {
             return Decision::Return(Stop::BudgetExhausted);

@@ -255,7 +255,7 @@ mod tests {
     #[test]
     fn predicates_and_closures() {
         assert_eq!(CloneAll::new().replay(&7u32), Some(7));
-        let even = ReplayIf::new(|n: &u32| n % 2 == 0);
+        let even = ReplayIf::new(|n: &u32| n.is_multiple_of(2));
         assert_eq!(even.replay(&4), Some(4));
         assert_eq!(even.replay(&5), None);
         let with = ReplayWith::new(|s: &&'static str| (s.len() < 4).then_some(*s));

@@ -114,3 +114,8 @@ pub use crate::layer::{
     ShedLayer,
 };
 pub use crate::service::Shed;
+
+/// The README's snippets, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -96,11 +96,11 @@ where
         } else {
             0
         };
-        if !limiter.queue_busy() {
-            if let Some(ticket) = limiter.try_acquire(p) {
-                let permit = Permit::new(self.local.clone(), ticket);
-                return ResponseFuture::running(self.inner.call(req), permit);
-            }
+        if !limiter.queue_busy()
+            && let Some(ticket) = limiter.try_acquire(p)
+        {
+            let permit = Permit::new(self.local.clone(), ticket);
+            return ResponseFuture::running(self.inner.call(req), permit);
         }
         self.slow_path(p, req)
     }

@@ -57,11 +57,11 @@ where
     let mut id = 0u32;
     while at < end {
         tokio::time::sleep_until(at).await;
-        if let Some(h) = &handle {
-            if at >= next_sample {
-                limits.push(h.limit());
-                next_sample += Duration::from_millis(10);
-            }
+        if let Some(h) = &handle
+            && at >= next_sample
+        {
+            limits.push(h.limit());
+            next_sample += Duration::from_millis(10);
         }
         let svc = svc.clone();
         let tx = tx.clone();

@@ -89,7 +89,7 @@ impl Service<u32> for Echo {
     }
 
     fn call(&mut self, req: u32) -> Self::Future {
-        ready(if req % 2 == 0 {
+        ready(if req.is_multiple_of(2) {
             Ok(req)
         } else {
             Err(Elapsed::new(Duration::from_millis(1)).into())
@@ -188,7 +188,7 @@ proptest! {
         let layer = ShedLayer::builder(algorithm(0, min, max, initial))
             .partition("critical", 0.7)
             .partition("best_effort", 0.3)
-            .partition_with(|r: &u32| if r % 3 == 0 { "critical" } else { "best_effort" })
+            .partition_with(|r: &u32| if r.is_multiple_of(3) { "critical" } else { "best_effort" })
             .build()
             .unwrap();
         let handle = layer.handle();

@@ -281,10 +281,10 @@ impl Shaper {
         }
         let next = next.clamp(self.min, self.max);
         if next < self.value {
-            if let Some(cut) = self.last_cut {
-                if now.saturating_duration_since(cut) < rtt {
-                    return self.get();
-                }
+            if let Some(cut) = self.last_cut
+                && now.saturating_duration_since(cut) < rtt
+            {
+                return self.get();
             }
             self.last_cut = Some(now);
         }

@@ -197,7 +197,7 @@ impl Noisy {
             self.completed += 1;
             self.rtts.push(rtt);
             self.seq += 1;
-            if self.seq % self.every == 0 {
+            if self.seq.is_multiple_of(self.every) {
                 let s = Sample::new(rtt, n, false).with_weight(self.every as u32);
                 limit.update(s, self.start + finish);
             }
